@@ -1,0 +1,67 @@
+"""What every command line shares: honest booleans, logging, and error → exit code mapping.
+
+The original scripts parsed ``--flag False`` as true. Here a boolean option takes an explicit
+value that must be one of a small set of spellings, or is a ``--flag/--no-flag`` pair.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Callable
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+TRUE_WORDS = {"1", "true", "yes", "on", "y", "t"}
+FALSE_WORDS = {"0", "false", "no", "off", "n", "f"}
+
+
+def parse_bool(text: str) -> bool:
+    """argparse ``type=`` for booleans: ``False``, ``0``, ``no`` mean false; anything unknown is an error."""
+    value = text.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false, yes/no, 1/0), got {text!r}")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("PIL", "matplotlib", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--progress", type=parse_bool, default=True, metavar="BOOL",
+                        help="show progress bars (default: true)")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is the whole story for the user: no traceback, exit code 2."""
+    from ..models import ModelError
+    from ..pipeline import RunError
+    from ..settings import SettingsError
+    from ..sources.base import SourceError
+    from ..split import SplitError
+
+    return (SettingsError, RunError, SourceError, SplitError, ModelError, PermissionError, FileNotFoundError)
+
+
+def guarded(main: Callable[[], int]) -> int:
+    """Run ``main``; turn known errors into a one-paragraph message and an exit code."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except user_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:  # noqa: BLE001 - last line of defence: show the bug, fail cleanly
+        traceback.print_exc()
+        print("error: unexpected failure (traceback above); outputs written so far are complete files, "
+              "rerun to resume", file=sys.stderr)
+        return EXIT_FAILURE

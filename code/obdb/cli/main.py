@@ -1,0 +1,31 @@
+"""``obdb``: one command with a subcommand per tool (the scripts in ``code/`` call the same code)."""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from .common import EXIT_USAGE
+
+COMMANDS = {
+    "run": ("obdb.cli.runner", "train every variant of a settings file (same as torch_model_runner.py)"),
+    "test": ("obdb.cli.test_model", "score a saved model (same as test_model.py)"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+        lines = [f"  {name:<6} {text}" for name, (_, text) in COMMANDS.items()]
+        print("usage: obdb COMMAND [options]\n\ncommands:\n" + "\n".join(lines), file=sys.stderr)
+        if args and args[0] not in ("-h", "--help"):
+            print(f"error: unknown command {args[0]!r}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0 if args else EXIT_USAGE
+    import importlib
+
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    return module.main(args[1:], prog=f"obdb {args[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""``torch_model_runner.py`` / ``obdb run``: train every variant of a settings file."""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Sequence
+
+from .common import EXIT_OK, add_common, guarded, setup_logging
+
+log = logging.getLogger("obdb")
+
+
+def build_parser(prog: str = "torch_model_runner.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Search hyperparameters and train the final model for every variant of a "
+        "settings file. Rerunning the same command resumes an interrupted run.")
+    parser.add_argument("-f", "--settings", required=True, help="settings JSON file")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="override settings, e.g. train.batch_size=2 resnet18.run_hpo=0 (value parsed as JSON)")
+    parser.add_argument("--tasks", metavar="KEY", help="use another task list of the file, e.g. annotations_list_4k")
+    parser.add_argument("--variants", metavar="A,B", help="train only these variants (comma separated)")
+    parser.add_argument("--check", action="store_true", help="validate settings and data, train nothing")
+    add_common(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "torch_model_runner.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    setup_logging(args.log_level)
+
+    def body() -> int:
+        from .. import pipeline
+        from ..settings import load_settings
+
+        settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+        if args.check:
+            pipeline.check_run(settings, variants or settings.variants)
+            annotations = pipeline.load_annotations(settings, args.progress)
+            print(f"settings OK: {len(settings.variants)} variant(s), {len(annotations.records)} usable image(s), "
+                  f"{len(annotations.skipped)} skipped")
+            return EXIT_OK
+        pipeline.run(settings, variants=variants, progress=args.progress)
+        return EXIT_OK
+
+    return guarded(body)

@@ -1,0 +1,112 @@
+"""One Optuna study per variant: warm-started, resumable, bounded in total trials.
+
+``hpo`` only wraps training: the objective is a callable that trains with given hyperparameters
+and extra trainer hooks, and returns the best validation metric. Pruning is a trainer hook that
+reports each epoch's metric to the trial.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from ..settings.schema import HyperParams, ParamRange
+from ..training import Hook, Trainer, TrainingDiverged
+from .space import enqueue_values, suggest
+
+log = logging.getLogger(__name__)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+#: ``objective(params, trial_number, hooks) -> best validation score`` (trains one trial)
+Objective = Callable[[HyperParams, int, Sequence[Hook]], float]
+
+
+class PruneHook(Hook):
+    """Reports the epoch's score to the trial and stops the trial when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        score = trainer.metrics["score"]
+        self.trial.report(score, trainer.state.epoch)
+        self.trial.set_user_attr("epochs_run", trainer.state.epoch)
+        if self.trial.should_prune():
+            self.trial.set_user_attr("pruned_at_epoch", trainer.state.epoch)
+            raise optuna.TrialPruned(f"pruned after epoch {trainer.state.epoch} with score {score:.4f}")
+
+
+@dataclass
+class SearchResult:
+    params: HyperParams
+    value: float
+    trial_number: int
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    study_name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"params": self.params.model_dump(), "best_value": self.value, "trial_number": self.trial_number,
+                "study_name": self.study_name, "trials": {"complete": self.n_complete, "pruned": self.n_pruned,
+                                                          "failed": self.n_failed}}
+
+
+def study_name(experiment: str, variant: str) -> str:
+    return f"{experiment}-{variant}"
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def recover_stale_trials(study: optuna.Study) -> int:
+    """Fail trials left RUNNING by a killed runner and queue their parameters again, so a rerun
+    redoes the interrupted trial instead of losing it. Only safe for single-runner storages."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+        study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        log.warning("trial %d was left running by an interrupted run: marked failed and queued again", trial.number)
+    return len(stale)
+
+
+def run_search(objective: Objective, *, name: str, storage: optuna.storages.BaseStorage | str,
+               sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
+               space: Mapping[str, ParamRange], log_scale: list[str], base: HyperParams,
+               warm_start: Sequence[HyperParams] = (), max_trials: int, timeout: float | None = None,
+               recover_stale: bool = True, metric: str = "map") -> SearchResult:
+    """Run (or continue) the study until it has ``max_trials`` finished trials in total."""
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction="maximize", load_if_exists=True)
+    study.set_metric_names([f"val_{metric}"])
+    if recover_stale:
+        recover_stale_trials(study)
+    if not study.trials:
+        for params in warm_start:
+            study.enqueue_trial(enqueue_values(params, space), user_attrs={"warm_start": True})
+    remaining = max_trials - finished_count(study)
+    if remaining > 0:
+        log.info("study %s: %d finished trial(s), running %d more", name, max_trials - remaining, remaining)
+
+        def optuna_objective(trial: optuna.Trial) -> float:
+            params = suggest(trial, space, log_scale, base)
+            trial.set_user_attr("params_full", params.model_dump())
+            return objective(params, trial.number, [PruneHook(trial)])
+
+        callbacks = [optuna.study.MaxTrialsCallback(max_trials, states=FINISHED)]
+        study.optimize(optuna_objective, n_trials=remaining, timeout=timeout, callbacks=callbacks,
+                       catch=(TrainingDiverged,), gc_after_trial=True)
+    else:
+        log.info("study %s already has %d finished trial(s): nothing to search", name, max_trials - remaining)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise RuntimeError(f"study {name}: no trial completed (all pruned or failed); see the log and TensorBoard")
+    best = study.best_trial
+    full = best.user_attrs.get("params_full") or {**base.model_dump(), **best.params}
+    return SearchResult(params=HyperParams.model_validate(full), value=float(best.value), trial_number=best.number,
+                        n_complete=len(complete), n_pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+                        n_failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))), study_name=name)

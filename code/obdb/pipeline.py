@@ -1,0 +1,286 @@
+"""The runner: settings → sources → split → per variant (search →) final training → outputs.
+
+Stages are called in order from :func:`run` and never call each other sideways. Everything that
+can be checked without training (variant names, parameters, writable volume, data, split) is
+checked first, so a bad run fails in seconds with nothing written.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .fileio import read_json, write_json
+from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, redact, run_search, storage_url,
+                  study_name)
+from .models import ModelError, ModelSpec, resolve_variant, save_model
+from .outputs import RunPaths, check_writable, now, write_manifest, write_summary
+from .records import AnnotationSet, ClassMap, ImageRecord, stable_hash
+from .settings import HyperParams, Settings
+from .sources.local import load_local
+from .split import TRAIN, VAL, SplitManifest, make_split
+from .training.fit import FitConfig, FitData, fit, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class RunError(ValueError):
+    """A run that cannot start or go on for a reason the user can fix (message says which)."""
+
+
+@dataclass
+class PreparedData:
+    annotations: AnnotationSet
+    class_map: ClassMap
+    split: SplitManifest
+    split_file: Path
+    train: list[ImageRecord]
+    val: list[ImageRecord]
+
+
+# --- stage 0: checks that need no data ---------------------------------------------------------
+def run_paths(settings: Settings) -> RunPaths:
+    save_dir = Path(settings.save_dir)
+    writer_dir = Path(settings.writer_dir) if settings.writer_dir else save_dir / "runs"
+    return RunPaths(save_dir=save_dir, writer_dir=writer_dir, experiment=settings.experiment or "obdb")
+
+
+def settings_hash(settings: Settings) -> str:
+    return stable_hash(settings.model_dump(mode="json"))
+
+
+def model_spec(settings: Settings, variant: str, num_classes: int) -> ModelSpec:
+    block = settings.variant(variant)
+    backbone, head = resolve_variant(variant, backbone=block.backbone, head=block.head or None)
+    if block.head is None and head == "faster_rcnn":
+        head = settings.model.head
+    return ModelSpec(backbone=backbone, head=head, num_classes=num_classes, min_size=settings.model.min_size,
+                     max_size=settings.model.max_size, trainable_layers=settings.model.trainable_layers)
+
+
+def check_run(settings: Settings, variants: Sequence[str]) -> None:
+    """Everything about the settings that the schema alone cannot know."""
+    problems = []
+    for index, variant in enumerate(variants):
+        block = settings.variant(variant)
+        try:
+            resolve_variant(variant, backbone=block.backbone, head=block.head)
+        except ModelError as err:
+            problems.append(f"variants[{index}] ({variant}): {err}")
+        if block.run_hpo and not settings.hpo_parameters:
+            problems.append(f"{variant}.run_hpo is 1 but hpo_parameters (or sherpa_parameters) is empty")
+        if block.pretrained_model_path and not Path(block.pretrained_model_path).is_file():
+            problems.append(f"{variant}.pretrained_model_path: file not found: {block.pretrained_model_path}")
+    if problems:
+        raise RunError("settings cannot run:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# --- stage 1: data -------------------------------------------------------------------------------
+def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet:
+    data = settings.data
+    annotations = [Path(p) for p in data.annotations] or [Path(settings.dataset_dir) / "annotations"]
+    images_dir = Path(data.images_dir or settings.dataset_dir)
+    loaded = load_local(annotations, images_dir=images_dir, tasks=settings.annotations_list or None,
+                        keep_empty=data.keep_empty, label_map=data.label_map, group_regex=data.group_regex,
+                        progress=progress)
+    if data.excluded_frames:
+        excluded = set(data.excluded_frames)
+        kept = [r for r in loaded.records
+                if not ({r.image_id, r.path.name, str(r.path)} & excluded
+                        or any(str(r.path).endswith("/" + e.lstrip("/")) for e in excluded))]
+        log.info("excluded_frames removed %d image(s)", len(loaded.records) - len(kept))
+        loaded.records = kept
+    return loaded
+
+
+def choose_class_map(settings: Settings, annotations: AnnotationSet) -> ClassMap:
+    """The settings' class map when given (model indices must not depend on the data), else the
+    data's labels sorted by name. Boxes of labels outside the map are dropped, with a count."""
+    if settings.default_class_map:
+        class_map = ClassMap.from_names(settings.default_class_map)
+    else:
+        names = sorted(annotations.label_names())
+        if not names:
+            raise RunError("the annotations hold no boxes at all: nothing to train on")
+        class_map = ClassMap(tuple(names))
+    dropped: dict[str, int] = {}
+    for record in annotations.records:
+        keep = [i for i, label in enumerate(record.labels) if label in class_map.names]
+        if len(keep) != len(record.labels):
+            for label in record.labels:
+                if label not in class_map.names:
+                    dropped[label] = dropped.get(label, 0) + 1
+            record.boxes = record.boxes[keep]
+            record.labels = [record.labels[i] for i in keep]
+    if dropped:
+        log.warning("dropped boxes with labels outside the class map %s: %s", list(class_map.names), dropped)
+    return class_map
+
+
+def prepare_data(settings: Settings, paths: RunPaths, progress: bool = True) -> PreparedData:
+    annotations = load_annotations(settings, progress)
+    if not annotations.records:
+        raise RunError("no usable images: every image was skipped or no task matched annotations_list")
+    class_map = choose_class_map(settings, annotations)
+    if not any(len(r.boxes) for r in annotations.records):
+        raise RunError(f"no boxes with the labels {list(class_map.names)} remain: nothing to train on")
+    split_cfg = settings.split
+    manifest = make_split(annotations.records, split_cfg.method, val_fraction=split_cfg.val_fraction,
+                          seed=settings.seed if split_cfg.seed is None else split_cfg.seed,
+                          file=Path(split_cfg.file) if split_cfg.file else None)
+    split_file = manifest.save(paths.splits_dir())
+    train = [r for r in annotations.records if manifest.assignment[r.image_id] == TRAIN]
+    val = [r for r in annotations.records if manifest.assignment[r.image_id] == VAL]
+    log.info("split %s (%s): %d train / %d val images, %d / %d boxes -> %s", manifest.hash, manifest.method,
+             len(train), len(val), sum(len(r.boxes) for r in train), sum(len(r.boxes) for r in val), split_file)
+    return PreparedData(annotations, class_map, manifest, split_file, train, val)
+
+
+# --- stage 2: per variant ------------------------------------------------------------------------
+def fit_config(settings: Settings, variant: str, spec: ModelSpec, progress: bool) -> FitConfig:
+    block = settings.variant(variant)
+    train = settings.train
+    return FitConfig(spec=spec, device=resolve_device(train.device), batch_size=train.batch_size,
+                     eval_batch_size=train.eval_batch_size, workers=train.workers, warmup_iters=train.warmup_iters,
+                     amp=train.amp, metric=settings.hpo.metric, max_detections=train.max_detections,
+                     weights_dir=Path(settings.model.weights_dir) if settings.model.weights_dir else None,
+                     pretrained_model_path=Path(block.pretrained_model_path) if block.pretrained_model_path else None,
+                     seed=settings.seed, progress=progress)
+
+
+def fixed_params(settings: Settings, variant: str, paths: RunPaths) -> tuple[HyperParams, dict[str, Any]]:
+    """Parameters for a variant that does not search: the file's ``optimal_hpo_settings``, or with
+    ``use_settings_file: 0`` the best parameters an earlier search saved for it."""
+    block = settings.variant(variant)
+    saved = paths.best_params_file(variant)
+    if not block.use_settings_file and saved.exists():
+        data = read_json(saved)
+        return HyperParams.model_validate(data["params"]), {"source": str(saved), **{
+            k: data.get(k) for k in ("best_value", "trial_number", "study_name")}}
+    if block.optimal_hpo_settings is not None:
+        return block.optimal_hpo_settings, {"source": "settings: optimal_hpo_settings"}
+    log.warning("%s: no optimal_hpo_settings and no earlier search; using default hyperparameters", variant)
+    return HyperParams(), {"source": "defaults"}
+
+
+def search(settings: Settings, variant: str, data: FitData, config: FitConfig, paths: RunPaths) -> tuple[HyperParams, dict[str, Any]]:
+    block = settings.variant(variant)
+    url = storage_url(settings.hpo.storage, paths.save_dir)
+    log.info("%s: search in study %s at %s", variant, study_name(paths.experiment, variant), redact(url))
+    space = settings.hpo_parameters
+    startup = n_startup_trials(settings.num_initial_data_points, len(space), settings.max_num_trials)
+    base = block.optimal_hpo_settings or HyperParams()
+
+    def objective(params: HyperParams, number: int, hooks: Sequence[Any]) -> float:
+        _, state, _ = fit(data, config, params, max_epochs=settings.search_epochs, name=f"{variant} trial {number}",
+                          log_dir=paths.tensorboard_dir(variant, f"trial-{number:03d}"), extra_hooks=hooks,
+                          seed_offset=number)
+        return state.best_score
+
+    result = run_search(objective, name=study_name(paths.experiment, variant), storage=open_storage(url),
+                        sampler=build_sampler(settings.hpo.sampler, n_startup_trials=startup, seed=settings.seed),
+                        pruner=build_pruner(settings.hpo.pruner, warmup_epochs=settings.hpo.pruner_warmup_epochs,
+                                            max_epochs=settings.search_epochs),
+                        space=space, log_scale=settings.hpo.log_scale, base=base,
+                        warm_start=[block.optimal_hpo_settings] if block.optimal_hpo_settings else [],
+                        max_trials=settings.max_num_trials, timeout=settings.hpo.timeout,
+                        recover_stale=url.startswith("sqlite:"), metric=settings.hpo.metric)
+    info = {"source": "search", **result.to_json()}
+    write_json(paths.best_params_file(variant), {"variant": variant, "metric": settings.hpo.metric, **info})
+    return result.params, info
+
+
+def prepare_final_checkpoints(folder: Path, params: HyperParams, max_epochs: int) -> None:
+    """A checkpoint from other parameters must not be resumed: keep it aside and start over."""
+    marker = folder / "params.json"
+    wanted = {"params": params.model_dump(), "max_epochs": max_epochs}
+    if marker.exists() and read_json(marker) != wanted:
+        for name in ("last.pt", "best.pt"):
+            old = folder / name
+            if old.exists():
+                old.replace(folder / f"{name}.stale")
+        log.warning("%s: parameters changed since the last run; final training starts over", folder)
+    write_json(marker, wanted)
+
+
+def train_variant(settings: Settings, variant: str, prepared: PreparedData, paths: RunPaths,
+                  progress: bool = True) -> dict[str, Any]:
+    spec = model_spec(settings, variant, prepared.class_map.num_classes)
+    config = fit_config(settings, variant, spec, progress)
+    data = FitData(prepared.train, prepared.val, prepared.class_map, hflip=settings.train.hflip,
+                   photometric=settings.train.photometric, cache_images=settings.train.cache_images)
+    out = paths.variant_dir(variant)
+    write_json(out / "class_map.json", prepared.class_map.to_json())
+    if settings.wants_hpo(variant):
+        params, info = search(settings, variant, data, config, paths)
+    else:
+        params, info = fixed_params(settings, variant, paths)
+        write_json(paths.best_params_file(variant), {"variant": variant, "params": params.model_dump(),
+                                                     "best_value": None, "trial_number": None, **info})
+    metrics_file = paths.metrics_file(variant)
+    done = read_json(metrics_file) if metrics_file.exists() else {}
+    if (done.get("status") == "complete" and done.get("params") == params.model_dump()
+            and done.get("split_hash") == prepared.split.hash and paths.model_file(variant).exists()):
+        log.info("%s: final model already trained with these parameters (%s); skipping", variant,
+                 paths.model_file(variant))
+        return _summary_row(variant, spec, info, done, paths)
+    checkpoints = paths.checkpoint_dir(variant)
+    prepare_final_checkpoints(checkpoints, params, settings.max_train_epochs)
+    started = now()
+    model, state, spec = fit(data, config, params, max_epochs=settings.max_train_epochs, name=f"{variant} final",
+                             patience=settings.max_plateau_count, checkpoint_dir=checkpoints,
+                             log_dir=paths.tensorboard_dir(variant, "final"))
+    best = next((h for h in state.history if h.get("epoch") == state.best_epoch), {})
+    final_metrics = {k.removeprefix("val/"): v for k, v in best.items() if k.startswith("val/")}
+    header = {"variant": variant, "experiment": paths.experiment, "params": params.model_dump(),
+              "split_hash": prepared.split.hash, "split_file": str(prepared.split_file.relative_to(paths.save_dir)),
+              "settings_hash": settings_hash(settings), "metric": settings.hpo.metric,
+              "best_epoch": state.best_epoch, "val": final_metrics}
+    save_model(paths.model_file(variant), model.cpu(), spec, prepared.class_map, extra=header)
+    result = {"status": "complete", "variant": variant, "metric": settings.hpo.metric,
+              "best_score": state.best_score, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+              "val": final_metrics, "params": params.model_dump(), "split_hash": prepared.split.hash,
+              "history": state.history, "started": started, "finished": now()}
+    write_json(metrics_file, result)
+    write_manifest(out / "manifest.json", variant=variant, experiment=paths.experiment, model_spec=spec.to_json(),
+                   settings_hash=settings_hash(settings), split_hash=prepared.split.hash,
+                   split_file=str(prepared.split_file), class_map=list(prepared.class_map.names),
+                   params=params.model_dump(), params_info=info,
+                   data={"train_images": len(prepared.train), "val_images": len(prepared.val),
+                         "skipped_images": len(prepared.annotations.skipped),
+                         "dropped_boxes": prepared.annotations.dropped_boxes})
+    return _summary_row(variant, spec, info, result, paths)
+
+
+def _summary_row(variant: str, spec: ModelSpec, info: dict[str, Any], result: dict[str, Any],
+                 paths: RunPaths) -> dict[str, Any]:
+    trials = info.get("trials")
+    return {"variant": variant, "backbone": spec.backbone, "head": spec.head,
+            "hpo": "search" if info.get("source") == "search" else "fixed",
+            "trials": f"{trials['complete']}+{trials['pruned']}p" if trials else None,
+            "search_best": info.get("best_value"), "map": result.get("val", {}).get("map"),
+            "map50": result.get("val", {}).get("map50"), "epochs": result.get("epochs_run"),
+            "model": str(paths.model_file(variant))}
+
+
+# --- the run -------------------------------------------------------------------------------------
+def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    chosen = list(variants or settings.variants)
+    unknown = [v for v in chosen if v not in settings.variants]
+    if unknown:
+        raise RunError(f"--variants names {unknown} that are not in the settings' variants {settings.variants}")
+    check_run(settings, chosen)
+    paths = run_paths(settings)
+    check_writable(paths.save_dir)
+    torch.manual_seed(settings.seed)
+    prepared = prepare_data(settings, paths, progress)
+    rows = []
+    for variant in chosen:
+        log.info("=== variant %s ===", variant)
+        rows.append(train_variant(settings, variant, prepared, paths, progress))
+    table = write_summary(paths.save_dir, rows)
+    print("\n" + table + "\n", flush=True)
+    return rows

@@ -1,0 +1,140 @@
+"""Read a settings file, apply command-line overrides, validate, and explain every problem.
+
+All problems are reported together in one :class:`SettingsError` whose lines each start with the
+file and the key path the user wrote (``resnet18.run_hpo``, not our internal field name), so a
+broken file is fixed in one edit rather than one error per run.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from pydantic import ValidationError
+
+from .legacy import LegacyError, normalise
+from .schema import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SettingsError(ValueError):
+    """Invalid settings. ``str()`` is the full message meant for the user."""
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` strings; the value is JSON when it parses, else a string."""
+    result = json.loads(json.dumps(raw))
+    for item in overrides:
+        if "=" not in item:
+            raise SettingsError(f"override {item!r}: expected key.path=value")
+        path, _, text = item.partition("=")
+        keys = [k for k in path.strip().split(".")]
+        if not all(keys):
+            raise SettingsError(f"override {item!r}: empty key in {path!r}")
+        node = result
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise SettingsError(f"override {item!r}: {'.'.join(keys[:depth + 1])} is not an object")
+            node = child
+        node[keys[-1]] = _parse_value(text)
+    return result
+
+
+def _user_path(loc: Sequence[Any], raw: dict[str, Any]) -> str:
+    """Turn pydantic's location into the key path as written in the user's file."""
+    parts = list(loc)
+    if parts and parts[0] == "variant_settings" and "variant_settings" not in raw:
+        parts = parts[1:]
+    if parts and parts[0] == "hpo_parameters" and "sherpa_parameters" in raw:
+        parts[0] = "sherpa_parameters"
+    if parts and parts[0] == "hpo_parameters" and len(parts) > 2:
+        parts = parts[:2]  # the user wrote [low, high], not {low, high}
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("function-after[_check()]",) or str(part).startswith("function-"):
+            continue
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "(top level)"
+
+
+def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
+    loc = error.get("loc", ())
+    path = _user_path(loc, raw)
+    if error["type"] == "extra_forbidden":
+        parent = Settings.model_fields
+        known = list(parent) if len(loc) == 1 else []
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return f"{path}: unknown key{suffix}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{path}: required key is missing"
+    shown = error.get("input")
+    if error["type"] not in ("value_error", "assertion_error") and not isinstance(shown, (dict, list)):
+        return f"{path}: {message} (got {json.dumps(shown, default=str)})"
+    return f"{path}: {message}"
+
+
+def parse_settings(raw: Any, *, source: str = "settings") -> Settings:
+    """Validate an already-parsed JSON object (used by tests and by :func:`load_settings`)."""
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{source}: the top level must be a JSON object")
+    try:
+        data, warnings = normalise(raw)
+    except LegacyError as err:
+        raise SettingsError(f"{source}: {err}") from None
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as err:
+        lines = sorted({_describe(e, raw) for e in err.errors()})
+        raise SettingsError(f"{source}: {len(lines)} problem(s)\n" + "\n".join(f"  {line}" for line in lines)) from None
+    for warning in warnings:
+        log.warning("%s: %s", source, warning)
+    if settings.experiment is None and source.endswith(".json"):
+        settings = settings.model_copy(update={"experiment": Path(source).stem})
+    return settings
+
+
+def load_settings(path: str | Path, overrides: Iterable[str] = (), *, task_list: str | None = None) -> Settings:
+    """Load, override and validate a settings file. ``task_list`` picks a task list by key name."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: settings file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"{path}: cannot read settings file ({err})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    if isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides)
+    settings = parse_settings(raw, source=str(path))
+    if task_list:
+        settings = select_task_list(settings, task_list)
+    return settings
+
+
+def select_task_list(settings: Settings, name: str) -> Settings:
+    """Use another task list of the file (e.g. ``annotations_list_4k``) as ``annotations_list``."""
+    if name == "annotations_list":
+        return settings
+    if name not in settings.task_lists:
+        known = ", ".join(["annotations_list", *settings.task_lists]) or "annotations_list"
+        raise SettingsError(f"task list {name!r} is not in the settings file; known: {known}")
+    return settings.model_copy(update={"annotations_list": list(settings.task_lists[name])})

@@ -1,0 +1,215 @@
+"""Typed settings: what one JSON file may say, with every value checked before anything runs.
+
+The models are strict (no silent ``"10"`` → 10 coercion) and forbid unknown keys, so a typo is an
+error naming its key path instead of a default quietly used for a week of training. Keys of the
+original system's files are accepted by :mod:`obdb.settings.legacy`, which maps them onto these
+models before validation.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+#: Hyperparameters a trial (or a fixed run) sets. Everything else about training is a setting.
+HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "step_size", "gamma")
+#: Sampled on a log scale unless ``hpo.log_scale`` says otherwise (as the original system did).
+DEFAULT_LOG_SCALE = ("lr", "weight_decay", "momentum", "gamma")
+
+
+def _flag(value: Any) -> Any:
+    """The original files write flags as 0/1; accept those and real booleans, nothing else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"expected true/false or 0/1, got {value!r}")
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _empty_to_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+OptionalPath = Annotated[Optional[str], BeforeValidator(_empty_to_none)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", validate_default=True)
+
+
+class HyperParams(StrictModel):
+    """One point of the search space: what SGD + StepLR need."""
+
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0, lt=1)
+    step_size: PositiveInt = 3
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class ParamRange(StrictModel):
+    """A search dimension. The legacy form ``[low, high]`` is turned into this by the loader."""
+
+    low: float
+    high: float
+    log: Optional[bool] = None
+    integer: Optional[bool] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ParamRange":
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite numbers")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
+        return self
+
+
+class VariantSettings(StrictModel):
+    """Per-variant block, keyed by the variant name at the top level of the file."""
+
+    run_hpo: Flag = True
+    use_settings_file: Flag = True
+    optimal_hpo_settings: Optional[HyperParams] = None
+    pretrained_model_path: OptionalPath = None
+    backbone: Optional[str] = None
+    head: Optional[Literal["faster_rcnn", "retinanet", "fcos"]] = None
+
+
+class DataSettings(StrictModel):
+    """Where annotations come from. Relative paths are taken from the working directory."""
+
+    source: Literal["local"] = "local"
+    annotations: list[str] = Field(default_factory=list,
+                                   description="annotation files or folders; default <dataset_dir>/annotations")
+    images_dir: Optional[str] = Field(None, description="default: dataset_dir")
+    keep_empty: bool = True
+    label_map: dict[str, Optional[str]] = Field(default_factory=dict)
+    group_regex: Optional[str] = None
+    excluded_frames: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _regex_compiles(self) -> "DataSettings":
+        if self.group_regex is not None:
+            try:
+                re.compile(self.group_regex)
+            except re.error as err:
+                raise ValueError(f"group_regex is not a valid regular expression: {err}") from None
+        return self
+
+
+class SplitSettings(StrictModel):
+    method: Literal["group", "random", "file"] = "group"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    file: Optional[str] = None
+    seed: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> "SplitSettings":
+        if self.method == "file" and not self.file:
+            raise ValueError("method 'file' needs split.file (a JSON split manifest or CSV image,split)")
+        return self
+
+
+class ModelSettings(StrictModel):
+    head: Literal["faster_rcnn", "retinanet", "fcos"] = "faster_rcnn"
+    min_size: PositiveInt = 800
+    max_size: PositiveInt = 1333
+    trainable_layers: int = Field(3, ge=0, le=5)
+    weights_dir: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "ModelSettings":
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size ({self.max_size}) is smaller than min_size ({self.min_size})")
+        return self
+
+
+class TrainSettings(StrictModel):
+    batch_size: PositiveInt = 4
+    eval_batch_size: Optional[PositiveInt] = None
+    workers: int = Field(2, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    amp: bool = True
+    warmup_iters: int = Field(100, ge=0)
+    hflip: float = Field(0.5, ge=0, le=1)
+    photometric: bool = True
+    max_detections: PositiveInt = 100
+    cache_images: bool = False
+
+
+class HpoSettings(StrictModel):
+    storage: Optional[str] = Field(None, description="Optuna storage URL; default sqlite file in save_dir. "
+                                   "The env var OBDB_OPTUNA_STORAGE wins, so passwords stay out of the file.")
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner_warmup_epochs: int = Field(1, ge=0)
+    metric: Literal["map", "map50", "map75"] = "map"
+    log_scale: list[str] = Field(default_factory=lambda: list(DEFAULT_LOG_SCALE))
+    timeout: Optional[float] = Field(None, gt=0, description="seconds; legacy hpo_timeout")
+
+
+class Settings(StrictModel):
+    """A whole run. Field order follows the original file so the reference reads familiar."""
+
+    experiment: Optional[str] = Field(None, description="study/run name prefix; default: settings file stem")
+    variants: list[str] = Field(min_length=1)
+    variant_settings: dict[str, VariantSettings] = Field(default_factory=dict)
+    max_plateau_count: PositiveInt = 5
+    max_train_epochs: PositiveInt = 50
+    search_epochs: PositiveInt = 5
+    num_initial_data_points: Union[PositiveInt, Literal["infer"]] = "infer"
+    max_num_trials: PositiveInt = 20
+    annotations_list: list[str] = Field(default_factory=list)
+    task_lists: dict[str, list[str]] = Field(default_factory=dict)
+    save_dir: str = "train"
+    writer_dir: Optional[str] = Field(None, description="TensorBoard root; default <save_dir>/runs")
+    dataset_dir: str = "."
+    hpo_parameters: dict[str, ParamRange] = Field(default_factory=dict)
+    default_class_map: list[str] = Field(default_factory=list)
+    class_maps: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    data: DataSettings = Field(default_factory=DataSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    hpo: HpoSettings = Field(default_factory=HpoSettings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Settings":
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants lists a name twice: {self.variants}")
+        for name in self.hpo_parameters:
+            if name not in HYPERPARAMETERS:
+                raise ValueError(f"hpo_parameters.{name}: unknown hyperparameter; "
+                                 f"known: {', '.join(HYPERPARAMETERS)}")
+        for name in self.hpo.log_scale:
+            if name not in HYPERPARAMETERS:
+                raise ValueError(f"hpo.log_scale: unknown hyperparameter {name!r}")
+        for name, rng in self.hpo_parameters.items():
+            log = rng.log if rng.log is not None else name in self.hpo.log_scale
+            if log and rng.low <= 0:
+                raise ValueError(f"hpo_parameters.{name}: log-scale range needs low > 0, got {rng.low}")
+            bounds = HyperParams.model_fields[name]
+            for value in (rng.low, rng.high):
+                try:
+                    HyperParams.model_validate({name: int(value) if name == "step_size" else float(value)})
+                except Exception:
+                    raise ValueError(f"hpo_parameters.{name}: {value} is outside the valid range "
+                                     f"({bounds.metadata})") from None
+        if len(set(self.default_class_map)) != len(self.default_class_map):
+            raise ValueError("default_class_map lists a class twice")
+        return self
+
+    def variant(self, name: str) -> VariantSettings:
+        return self.variant_settings.get(name, VariantSettings())
+
+    def wants_hpo(self, name: str) -> bool:
+        return self.variant(name).run_hpo

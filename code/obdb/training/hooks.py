@@ -1,0 +1,126 @@
+"""Trainer hooks: evaluation, early stopping, checkpoints and TensorBoard.
+
+Order matters and is the order given to the trainer: evaluate first (it sets the metric the
+others read), then early stopping, best weights and the checkpoint (so a kill after the epoch
+loses nothing), then logging.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..fileio import write_with
+from .trainer import Hook, Trainer
+
+log = logging.getLogger(__name__)
+
+
+class EvalHook(Hook):
+    """Runs ``evaluate(model) -> metrics`` after each epoch and tracks the best ``metric``.
+
+    ``evaluate`` gets the model in train mode and must switch to eval itself; it must never see
+    training data (the original system validated in train mode, with gradients, on train data).
+    """
+
+    def __init__(self, evaluate: Callable[[nn.Module], dict[str, Any]], metric: str = "map",
+                 min_delta: float = 0.0) -> None:
+        self.evaluate = evaluate
+        self.metric = metric
+        self.min_delta = min_delta
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        results = self.evaluate(trainer.model)
+        trainer.model.train()
+        for key, value in results.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                trainer.metrics[f"val/{key}"] = float(value)
+        score = float(results[self.metric])
+        trainer.metrics["score"] = score
+        state = trainer.state
+        if score > state.best_score + self.min_delta or state.best_epoch < 0:
+            state.best_score = score
+            state.best_epoch = state.epoch
+            state.plateau = 0
+            trainer.metrics["improved"] = 1.0
+        else:
+            state.plateau += 1
+            trainer.metrics["improved"] = 0.0
+
+
+class EarlyStopHook(Hook):
+    """Stops after ``patience`` epochs without improvement (the original ``max_plateau_count``)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.after_epoch(trainer)  # a resumed run may already be past its patience
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        if trainer.state.plateau >= self.patience:
+            trainer.stop(f"no improvement for {trainer.state.plateau} epochs "
+                         f"(best {trainer.state.best_score:.4f} at epoch {trainer.state.best_epoch})")
+
+
+class CheckpointHook(Hook):
+    """Writes ``last.pt`` after every epoch (atomically) and ``best.pt`` (weights only) whenever
+    the metric improved. Resuming is :meth:`Trainer.resume` on ``last_path``."""
+
+    def __init__(self, folder: Path, save_best: bool = True) -> None:
+        self.folder = Path(folder)
+        self.save_best = save_best
+
+    @property
+    def last_path(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.folder / "best.pt"
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        if self.save_best and trainer.metrics.get("improved"):
+            weights = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+            write_with(self.best_path, lambda tmp: torch.save(weights, tmp))
+        state = trainer.state_dict()
+        state["state"]["history"] = [*trainer.state.history, dict(trainer.metrics)]
+        write_with(self.last_path, lambda tmp: torch.save(state, tmp))
+
+
+class TensorBoardHook(Hook):
+    """Losses every ``every`` steps, validation metrics and lr every epoch, under ``log_dir``
+    (one folder per trial or final run so curves of variants and trials are told apart)."""
+
+    def __init__(self, log_dir: Path, every: int = 10) -> None:
+        self.log_dir = Path(log_dir)
+        self.every = max(1, every)
+        self.writer: Any = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=trainer.state.iteration or None)
+
+    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        if trainer.state.iteration % self.every == 0:
+            for key, value in losses.items():
+                self.writer.add_scalar(f"loss/{key}", value, trainer.state.iteration)
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        epoch = trainer.state.epoch
+        for key, value in trainer.metrics.items():
+            if key.startswith(("val/", "train/")) or key == "lr":
+                if isinstance(value, float) and math.isfinite(value):
+                    self.writer.add_scalar(key, value, epoch)
+        self.writer.flush()
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.add_text("stop_reason", trainer.stop_reason or "finished", trainer.state.epoch)
+            self.writer.close()
+            self.writer = None

@@ -1,0 +1,178 @@
+"""A small trainer: one readable loop, with everything optional done by hooks.
+
+The loop itself only trains an epoch and then calls the hooks; evaluation, checkpoints, early
+stopping, TensorBoard and (in :mod:`obdb.hpo`) trial reporting are hooks, so a search trial and a
+final run share the exact same code path. Training knows nothing of Optuna.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .optim import set_lr, warmup_factor
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: these hyperparameters cannot train this model."""
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a resumed run needs (saved in every checkpoint)."""
+
+    epoch: int = 0                  # completed epochs
+    iteration: int = 0              # optimizer steps taken
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    plateau: int = 0                # epochs since the last improvement
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainState":
+        return cls(**data)
+
+
+class Hook:
+    """Override what you need. ``trainer.metrics`` holds the current epoch's numbers."""
+
+    def before_train(self, trainer: "Trainer") -> None: ...
+    def after_step(self, trainer: "Trainer", losses: dict[str, float]) -> None: ...
+    def after_epoch(self, trainer: "Trainer") -> None: ...
+    def after_train(self, trainer: "Trainer") -> None: ...
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader: Iterable,
+                 *, device: torch.device, max_epochs: int, hooks: Sequence[Hook] = (),
+                 warmup_iters: int = 0, amp: bool = False, name: str = "train", progress: bool = True) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_loader = train_loader
+        self.device = device
+        self.max_epochs = max_epochs
+        self.hooks = list(hooks)
+        self.warmup_iters = warmup_iters
+        self.use_amp = amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
+        self.name = name
+        self.progress = progress
+        self.state = TrainState()
+        self.metrics: dict[str, float] = {}
+        self.should_stop = False
+        self.stop_reason = ""
+
+    # --- checkpoint state -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "state": self.state.to_dict(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.scaler and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = TrainState.from_dict(checkpoint["state"])
+        if checkpoint.get("torch_rng") is not None:
+            torch.set_rng_state(checkpoint["torch_rng"])
+
+    def resume(self, path: Path) -> bool:
+        """Continue from a checkpoint written by :class:`~obdb.training.hooks.CheckpointHook`."""
+        checkpoint = load_checkpoint(path)
+        if checkpoint is None:
+            return False
+        self.load_state_dict(checkpoint)
+        log.info("%s: resumed from %s after epoch %d (best %.4f)", self.name, path, self.state.epoch,
+                 self.state.best_score)
+        return True
+
+    # --- the loop ---------------------------------------------------------------------------
+    def train(self) -> TrainState:
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)  # ~3x faster random-init steps on CPU
+        self.model.to(self.device)
+        for hook in self.hooks:
+            hook.before_train(self)
+        while self.state.epoch < self.max_epochs and not self.should_stop:
+            self.train_one_epoch()
+            self.state.epoch += 1
+            self.metrics = {"epoch": float(self.state.epoch), **self.metrics}
+            for hook in self.hooks:
+                hook.after_epoch(self)
+            self.state.history.append(dict(self.metrics))
+        if not self.should_stop:
+            self.stop_reason = self.stop_reason or f"reached {self.max_epochs} epochs"
+        for hook in self.hooks:
+            hook.after_train(self)
+        return self.state
+
+    def train_one_epoch(self) -> None:
+        self.model.train()
+        totals: dict[str, float] = {}
+        steps = 0
+        bar = tqdm(self.train_loader, desc=f"{self.name} epoch {self.state.epoch + 1}/{self.max_epochs}",
+                   leave=False, disable=not self.progress, dynamic_ncols=True)
+        for images, targets in bar:
+            losses = self.train_step(images, targets)
+            steps += 1
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+        set_lr(self.optimizer, self.scheduler, 1.0)  # the scheduler must step from its own base lr
+        self.metrics = {f"train/{k}": v / max(steps, 1) for k, v in totals.items()}
+        self.metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+
+    def train_step(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        set_lr(self.optimizer, self.scheduler, warmup_factor(self.state.iteration, self.warmup_iters))
+        images = [img.to(self.device, non_blocking=True) for img in images]
+        targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
+            loss_dict = self.model(images, targets)
+            loss = sum(loss_dict.values())
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"{self.name}: loss is {loss.item()} at epoch {self.state.epoch + 1}, "
+                                   f"iteration {self.state.iteration}")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.state.iteration += 1
+        losses = {"loss": float(loss.detach())}
+        losses.update({k: float(v.detach()) for k, v in loss_dict.items()})
+        for hook in self.hooks:
+            hook.after_step(self, losses)
+        return losses
+
+    def stop(self, reason: str) -> None:
+        self.should_stop = True
+        self.stop_reason = reason
+        log.info("%s: stopping: %s", self.name, reason)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """Read a checkpoint safely (tensors and plain data only); None when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)

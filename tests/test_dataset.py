@@ -1,0 +1,175 @@
+"""DetectionDataset / collate / make_loader: tensor contract, augmentation, caching, determinism."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from obdb.dataset import DetectionDataset, collate, decode_rgb, make_loader
+from obdb.records import ClassMap, ImageRecord
+
+CLASSES = ClassMap(("car", "person"))
+H, W = 24, 32
+
+
+def _image(path: Path, seed: int, fmt: str = "PNG") -> np.ndarray:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(H, W, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt)
+    return pixels
+
+
+@pytest.fixture()
+def records(tmp_path: Path) -> list[ImageRecord]:
+    out = []
+    specs = [
+        ([[1, 2, 11, 12], [20, 5, 30, 20]], ["car", "person"]),
+        ([], []),  # negative image
+        ([[0, 0, 32, 24]], ["person"]),
+        ([[4, 4, 8, 9]], ["car"]),
+    ]
+    for i, (boxes, labels) in enumerate(specs):
+        path = tmp_path / f"img{i}.png"
+        _image(path, seed=i)
+        out.append(ImageRecord(f"img{i}", path, W, H, np.array(boxes, dtype=np.float32), labels))
+    return out
+
+
+def test_item_shapes_dtypes_and_values(records: list[ImageRecord]) -> None:
+    ds = DetectionDataset(records, CLASSES, train=False)
+    assert len(ds) == 4
+    image, target = ds[0]
+    assert image.dtype == torch.float32 and image.shape == (3, H, W)
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    expected = np.asarray(Image.open(records[0].path).convert("RGB"), dtype=np.float32) / 255.0
+    torch.testing.assert_close(image, torch.from_numpy(expected).permute(2, 0, 1))
+    assert target["boxes"].dtype == torch.float32 and target["boxes"].shape == (2, 4)
+    torch.testing.assert_close(target["boxes"], torch.tensor([[1, 2, 11, 12], [20, 5, 30, 20]], dtype=torch.float32))
+    assert target["labels"].dtype == torch.int64
+    assert target["labels"].tolist() == [1, 2]
+    assert target["image_id"].dtype == torch.int64 and target["image_id"].ndim == 0
+    assert ds[2][1]["image_id"].item() == 2
+
+
+def test_negative_image_has_empty_boxes(records: list[ImageRecord]) -> None:
+    for train in (False, True):
+        _, target = DetectionDataset(records, CLASSES, train=train, hflip_prob=1.0)[1]
+        assert target["boxes"].shape == (0, 4) and target["boxes"].dtype == torch.float32
+        assert target["labels"].shape == (0,) and target["labels"].dtype == torch.int64
+
+
+def test_eval_mode_is_deterministic(records: list[ImageRecord]) -> None:
+    ds = DetectionDataset(records, CLASSES, train=False, hflip_prob=1.0)
+    a, ta = ds[0]
+    b, tb = ds[0]
+    assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"])
+
+
+def test_hflip_flips_pixels_and_boxes(records: list[ImageRecord]) -> None:
+    plain = DetectionDataset(records, CLASSES, train=False)
+    flipped = DetectionDataset(records, CLASSES, train=True, hflip_prob=1.0, photometric=False)
+    image, target = plain[0]
+    f_image, f_target = flipped[0]
+    assert torch.equal(f_image, image.flip(-1))
+    assert torch.equal(f_image[:, 3, 0], image[:, 3, W - 1])  # left column came from the right
+    torch.testing.assert_close(f_target["boxes"], torch.tensor([[W - 11, 2, W - 1, 12], [W - 30, 5, W - 20, 20]], dtype=torch.float32))
+    assert torch.equal(f_target["labels"], target["labels"])
+    # The pixels under a box move with it: crop of original box == mirrored crop of flipped box.
+    x1, y1, x2, y2 = (int(v) for v in target["boxes"][0])
+    fx1, _, fx2, _ = (int(v) for v in f_target["boxes"][0])
+    assert torch.equal(image[:, y1:y2, x1:x2].flip(-1), f_image[:, y1:y2, fx1:fx2])
+    # The record itself is untouched.
+    np.testing.assert_array_equal(records[0].boxes[0], [1, 2, 11, 12])
+
+
+def test_no_flip_when_prob_zero_and_photometric_stays_in_range(records: list[ImageRecord]) -> None:
+    torch.manual_seed(0)
+    plain = DetectionDataset(records, CLASSES, train=False)
+    jitter = DetectionDataset(records, CLASSES, train=True, hflip_prob=0.0, photometric=True)
+    changed = False
+    for _ in range(5):
+        image, target = jitter[0]
+        assert image.shape == (3, H, W) and image.dtype == torch.float32
+        assert 0.0 <= image.min() and image.max() <= 1.0
+        torch.testing.assert_close(target["boxes"], plain[0][1]["boxes"])
+        changed |= not torch.equal(image, plain[0][0])
+    assert changed
+
+
+def test_unknown_label_raises_naming_record_and_label(tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    _image(path, 0)
+    record = ImageRecord("rec-7", path, W, H, np.array([[0, 0, 5, 5]], np.float32), ["truck"])
+    with pytest.raises(KeyError, match=r"rec-7.*truck"):
+        DetectionDataset([record], CLASSES, train=False)
+
+
+def test_degenerate_box_raises(tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    _image(path, 0)
+    record = ImageRecord("rec-8", path, W, H, np.array([[5, 0, 5, 5]], np.float32), ["car"])
+    with pytest.raises(ValueError, match="rec-8"):
+        DetectionDataset([record], CLASSES, train=False)
+
+
+def test_cache_returns_identical_tensors(records: list[ImageRecord]) -> None:
+    cached = DetectionDataset(records, CLASSES, train=False, photometric=False, cache_images=True)
+    plain = DetectionDataset(records, CLASSES, train=False)
+    first = cached[0][0]
+    records[0].path.unlink()  # second read must come from the cache
+    assert torch.equal(cached[0][0], first)
+    assert torch.equal(cached[2][0], plain[2][0])
+    assert set(cached._cache) == {0, 2}
+    # Flipping a cached image must not corrupt the cache.
+    cached.train, cached.hflip_prob = True, 1.0
+    assert torch.equal(cached[0][0], first.flip(-1))
+    cached.train = False
+    assert torch.equal(cached[0][0], first)
+
+
+def test_decode_falls_back_to_pil_and_converts_to_rgb(tmp_path: Path) -> None:
+    pixels = _image(tmp_path / "a.tiff", 3, fmt="TIFF")
+    torch.testing.assert_close(decode_rgb(tmp_path / "a.tiff"), torch.from_numpy(pixels).permute(2, 0, 1))
+    Image.fromarray(pixels[:, :, 0]).save(tmp_path / "g.png")  # grayscale → 3 channels
+    assert decode_rgb(tmp_path / "g.png").shape == (3, H, W)
+
+
+def test_collate_keeps_lists(records: list[ImageRecord]) -> None:
+    ds = DetectionDataset(records, CLASSES, train=False)
+    images, targets = collate([ds[0], ds[1]])
+    assert isinstance(images, list) and isinstance(targets, list)
+    assert len(images) == len(targets) == 2
+    assert targets[1]["boxes"].shape == (0, 4)
+
+
+def _epoch(loader: torch.utils.data.DataLoader) -> tuple[list[int], list[torch.Tensor]]:
+    ids, images = [], []
+    for batch_images, batch_targets in loader:
+        ids += [int(t["image_id"]) for t in batch_targets]
+        images += batch_images
+    return ids, images
+
+
+def test_loader_is_deterministic_with_seed(records: list[ImageRecord]) -> None:
+    ds = DetectionDataset(records * 4, CLASSES, train=False)
+    a = make_loader(ds, batch_size=3, shuffle=True, workers=0, seed=7)
+    b = make_loader(ds, batch_size=3, shuffle=True, workers=0, seed=7)
+    ids_a, ids_b = _epoch(a)[0], _epoch(b)[0]
+    assert ids_a == ids_b and sorted(ids_a) == list(range(16)) and ids_a != list(range(16))
+    assert _epoch(a)[0] == _epoch(b)[0]  # second epochs agree too
+    assert _epoch(make_loader(ds, batch_size=3, shuffle=True, workers=0, seed=8))[0] != ids_a
+    ordered = make_loader(ds, batch_size=3, shuffle=False, workers=0)
+    assert _epoch(ordered)[0] == list(range(16))
+
+
+def test_loader_augmentation_is_deterministic_with_seed_and_workers(records: list[ImageRecord]) -> None:
+    ds = DetectionDataset(records * 2, CLASSES, train=True, hflip_prob=0.5)
+    a = make_loader(ds, batch_size=2, shuffle=True, workers=1, seed=3)
+    b = make_loader(ds, batch_size=2, shuffle=True, workers=1, seed=3)
+    assert a.persistent_workers
+    ids_a, images_a = _epoch(a)
+    ids_b, images_b = _epoch(b)
+    assert ids_a == ids_b
+    assert all(torch.equal(x, y) for x, y in zip(images_a, images_b))
