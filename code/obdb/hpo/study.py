@@ -7,6 +7,7 @@ reports each epoch's metric to the trial.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -82,7 +83,9 @@ def run_search(objective: Objective, *, name: str, storage: optuna.storages.Base
     """Run (or continue) the study until it has ``max_trials`` finished trials in total."""
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
-    study.set_metric_names([f"val_{metric}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([f"val_{metric}"])
     if recover_stale:
         recover_stale_trials(study)
     if not study.trials:

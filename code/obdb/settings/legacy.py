@@ -62,11 +62,11 @@ def class_map_names(value: Any, path: str = "default_class_map") -> list[str]:
     raise LegacyError(path, "expected a non-empty list of names, {name: index} or {index: name}")
 
 
-def _param_range(name: str, value: Any) -> Any:
+def _param_range(key: str, name: str, value: Any) -> Any:
     """``[low, high]`` → ParamRange dict; both ints mean an integer dimension."""
     if isinstance(value, list):
         if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise LegacyError(f"hpo_parameters.{name}", f"expected [low, high] numbers, got {value!r}")
+            raise LegacyError(f"{key}.{name}", f"expected [low, high] numbers, got {value!r}")
         low, high = value
         return {"low": float(low), "high": float(high),
                 "integer": isinstance(low, int) and isinstance(high, int)}
@@ -90,7 +90,7 @@ def normalise(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if key == "sherpa_parameters" or key == "hpo_parameters":
             if not isinstance(value, dict):
                 raise LegacyError(key, "expected an object {name: [low, high]}")
-            data["hpo_parameters"] = {n: _param_range(n, v) for n, v in value.items()}
+            data["hpo_parameters"] = {n: _param_range(key, n, v) for n, v in value.items()}
         elif key == "default_class_map":
             data[key] = class_map_names(value, key)
         elif key == "variant_settings":

@@ -81,6 +81,10 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
         suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
         return f"{path}: unknown key{suffix}"
     message = error["msg"].removeprefix("Value error, ")
+    if not loc and error["type"] == "value_error":
+        if "sherpa_parameters" in raw:
+            message = message.replace("hpo_parameters.", "sherpa_parameters.")
+        return message  # cross-field checks name their keys themselves
     if error["type"] == "missing":
         return f"{path}: required key is missing"
     shown = error.get("input")

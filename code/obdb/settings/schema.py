@@ -11,7 +11,7 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 #: Hyperparameters a trial (or a fixed run) sets. Everything else about training is a setting.
 HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "step_size", "gamma")
@@ -197,13 +197,12 @@ class Settings(StrictModel):
             log = rng.log if rng.log is not None else name in self.hpo.log_scale
             if log and rng.low <= 0:
                 raise ValueError(f"hpo_parameters.{name}: log-scale range needs low > 0, got {rng.low}")
-            bounds = HyperParams.model_fields[name]
             for value in (rng.low, rng.high):
                 try:
                     HyperParams.model_validate({name: int(value) if name == "step_size" else float(value)})
-                except Exception:
-                    raise ValueError(f"hpo_parameters.{name}: {value} is outside the valid range "
-                                     f"({bounds.metadata})") from None
+                except ValidationError as err:
+                    reason = err.errors()[0]["msg"]
+                    raise ValueError(f"hpo_parameters.{name}: {value:g} is not a valid {name} ({reason})") from None
         if len(set(self.default_class_map)) != len(self.default_class_map):
             raise ValueError("default_class_map lists a class twice")
         return self

@@ -91,6 +91,10 @@ def file_split(records: Sequence[ImageRecord], path: Path) -> SplitManifest:
             missing.append(record.image_id)
     if missing:
         raise SplitError(f"{path}: {len(missing)} image(s) are not in the split file, e.g. {missing[:3]}")
+    known = {key for r in records for key in (r.image_id, str(r.path), r.path.name)}
+    absent = [key for key in wanted if key not in known]
+    if absent:
+        raise SplitError(f"{path}: {len(absent)} listed image(s) are not in the data, e.g. {absent[:3]}")
     if not any(v == VAL for v in assignment.values()) or not any(v == TRAIN for v in assignment.values()):
         raise SplitError(f"{path}: the split must put at least one image in train and one in val")
     return SplitManifest("file", 0, assignment, {r.image_id: r.group for r in records}, {"file": str(path)})

@@ -116,7 +116,8 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
         hooks.append(TensorBoardHook(log_dir))
     hooks.extend(extra_hooks)
     trainer = Trainer(model, optimizer, scheduler, loader, device=config.device, max_epochs=max_epochs, hooks=hooks,
-                      warmup_iters=config.warmup_iters, amp=config.amp, name=name, progress=config.progress)
+                      warmup_iters=config.warmup_iters, amp=config.amp, name=name, progress=config.progress,
+                      seed=config.seed + seed_offset)
     if checkpoint is not None:
         trainer.resume(checkpoint.last_path)
     state = trainer.train()

@@ -57,7 +57,8 @@ class Trainer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader: Iterable,
                  *, device: torch.device, max_epochs: int, hooks: Sequence[Hook] = (),
-                 warmup_iters: int = 0, amp: bool = False, name: str = "train", progress: bool = True) -> None:
+                 warmup_iters: int = 0, amp: bool = False, name: str = "train", progress: bool = True,
+                 seed: int | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -70,6 +71,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self.name = name
         self.progress = progress
+        self.seed = seed
         self.state = TrainState()
         self.metrics: dict[str, float] = {}
         self.should_stop = False
@@ -109,21 +111,30 @@ class Trainer:
         self.model.to(self.device)
         for hook in self.hooks:
             hook.before_train(self)
-        while self.state.epoch < self.max_epochs and not self.should_stop:
-            self.train_one_epoch()
-            self.state.epoch += 1
-            self.metrics = {"epoch": float(self.state.epoch), **self.metrics}
+        try:
+            while self.state.epoch < self.max_epochs and not self.should_stop:
+                self.train_one_epoch()
+                self.state.epoch += 1
+                self.metrics = {"epoch": float(self.state.epoch), **self.metrics}
+                for hook in self.hooks:
+                    hook.after_epoch(self)
+                self.state.history.append(dict(self.metrics))
+            if not self.should_stop:
+                self.stop_reason = self.stop_reason or f"reached {self.max_epochs} epochs"
+        except BaseException as err:  # pruned, diverged, interrupted: hooks still close their files
+            self.stop_reason = f"{type(err).__name__}: {err}"
+            raise
+        finally:
             for hook in self.hooks:
-                hook.after_epoch(self)
-            self.state.history.append(dict(self.metrics))
-        if not self.should_stop:
-            self.stop_reason = self.stop_reason or f"reached {self.max_epochs} epochs"
-        for hook in self.hooks:
-            hook.after_train(self)
+                hook.after_train(self)
         return self.state
 
     def train_one_epoch(self) -> None:
         self.model.train()
+        generator = getattr(self.train_loader, "generator", None)
+        if self.seed is not None and generator is not None:
+            # the shuffle order depends on the epoch alone, so a resumed run sees the same batches
+            generator.manual_seed(self.seed + self.state.epoch)
         totals: dict[str, float] = {}
         steps = 0
         bar = tqdm(self.train_loader, desc=f"{self.name} epoch {self.state.epoch + 1}/{self.max_epochs}",
