@@ -55,6 +55,10 @@ class TimedBatches:
     def __len__(self) -> int:
         return self.warmup + self.steps
 
+    @property
+    def generator(self):  # Trainer(seed=...) reseeds the shuffle per epoch through this, as in fit()
+        return self.loader.generator
+
     def __iter__(self):
         batches = islice(chain.from_iterable(repeat(self.loader)), len(self))
         stamps = []
@@ -84,17 +88,17 @@ def load_records(args: argparse.Namespace, tmp: Path):
     return data.records, ClassMap(tuple(data.label_names())), name
 
 
-def run_arm(arm: str, model, init_state, dataset, args, log_dir: Path) -> dict[str, float]:
+def run_arm(arm: str, model, init_state, dataset, args, log_dir: Path, warmup: int, steps: int) -> dict:
     model.load_state_dict(init_state)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(args.seed)  # augmentation and RPN/RoI sampling draw from the global RNG
     loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, workers=args.workers, seed=args.seed)
-    batches = TimedBatches(loader, args.warmup, args.steps)
+    batches = TimedBatches(loader, warmup, steps)
     hp = SimpleNamespace(lr=args.lr, momentum=0.9, weight_decay=1e-4, step_size=3, gamma=0.1)
     if arm == "bare":
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.001, total_iters=args.warmup_iters)
+        lr_warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.001, total_iters=args.warmup_iters)
         model.train()
         losses = []
         for images, targets in batches:
@@ -103,7 +107,7 @@ def run_arm(arm: str, model, init_state, dataset, args, log_dir: Path) -> dict[s
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            warmup.step()
+            lr_warmup.step()  # references/detection: per-iteration LinearLR in epoch 0
             losses.append(loss.detach())
         mean_loss = float(torch.stack(losses).mean())
     else:
@@ -111,11 +115,11 @@ def run_arm(arm: str, model, init_state, dataset, args, log_dir: Path) -> dict[s
         hooks = [EarlyStopHook(patience=5), TensorBoardHook(log_dir)]
         trainer = Trainer(model, optimizer, build_scheduler(optimizer, hp), batches, device=torch.device("cpu"),
                           max_epochs=1, hooks=hooks, warmup_iters=args.warmup_iters, amp=False, name="bench",
-                          progress=args.progress)
+                          progress=args.progress, seed=args.seed)
         state = trainer.train()
         mean_loss = state.history[-1]["train/loss"]
-    steps = batches.step_seconds
-    return {"arm": arm, "step_seconds": steps, "images_per_s": len(steps) * args.batch_size / sum(steps),
+    times = batches.step_seconds
+    return {"arm": arm, "step_seconds": times, "images_per_s": len(times) * args.batch_size / sum(times),
             "mean_loss": mean_loss, "load_1min": os.getloadavg()[0]}
 
 
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per arm and round")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
+    parser.add_argument("--prime", type=int, default=2, help="untimed steps once, before round 1")
     parser.add_argument("--rounds", type=int, default=4, help="rounds of (bare, obdb), order alternating")
     parser.add_argument("--lr", type=float, default=0.005, help="SGD lr (momentum 0.9, weight decay 1e-4)")
     parser.add_argument("--warmup-iters", type=int, default=100, help="lr warm-up iterations (both arms)")
@@ -152,13 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         init_state = copy.deepcopy(model.state_dict())
         load_before = os.getloadavg()
         print(f"{args.backbone} Faster R-CNN {args.size}px, {data_name} ({len(records)} images), batch "
-              f"{args.batch_size}, workers {args.workers}, {args.warmup}+{args.steps} steps x {args.rounds} rounds, "
+              f"{args.batch_size}, workers {args.workers}, {args.rounds} rounds x 2 arms x ({args.warmup} untimed + "
+              f"{args.steps} timed) steps after {args.prime} priming steps, "
               f"{args.threads} threads, torch {torch.__version__}, load {load_before[0]:.2f}", flush=True)
+        if args.prime:  # once: allocator and oneDNN caches, so round 1's first arm is not penalised
+            run_arm("bare", model, init_state, dataset, args, tmp / "tb-prime", args.prime - 1, 1)
         results = []
         for r in range(args.rounds):
             order = ("bare", "obdb") if r % 2 == 0 else ("obdb", "bare")
             for arm in order:
-                res = run_arm(arm, model, init_state, dataset, args, tmp / f"tb-{r}")
+                res = run_arm(arm, model, init_state, dataset, args, tmp / f"tb-{r}", args.warmup, args.steps)
                 res["round"] = r + 1
                 results.append(res)
                 print(f"  round {r + 1} {arm:4s}: {res['images_per_s']:6.3f} img/s, mean loss "
