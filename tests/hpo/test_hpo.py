@@ -328,3 +328,35 @@ def test_open_storage_creates_the_sqlite_folder(tmp_path: Path) -> None:
 def test_redact_hides_passwords(url: str, expected: str) -> None:
     assert redact(url) == expected
     assert "s3cret" not in redact(url) and "w0rd" not in redact(url)
+
+
+# --- PostgreSQL (the storage several workers share) -------------------------------------------
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_up() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: no server here
+        return False
+
+
+@pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL on 127.0.0.1:5432 (CI starts one)")
+def test_search_on_postgresql_continues_across_reruns() -> None:
+    import uuid
+
+    name = f"pg-{uuid.uuid4().hex[:8]}-resnet18"
+    try:
+        first = search(Objective(), PG_URL, max_trials=2, name=name, warm_start=[BASE])
+        assert first.n_complete == 2
+        second = search(Objective(), PG_URL, max_trials=4, name=name)
+        assert second.n_complete == 4
+        study = load(PG_URL, name)
+        assert study.trials[0].params["lr"] == pytest.approx(BASE.lr)
+        assert isinstance(open_storage(PG_URL), optuna.storages.RDBStorage)
+        assert open_storage(PG_URL).heartbeat_interval == 30
+    finally:
+        optuna.delete_study(study_name=name, storage=PG_URL)
