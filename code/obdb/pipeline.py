@@ -18,7 +18,7 @@ from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, r
                   study_name)
 from .models import ModelError, ModelSpec, resolve_variant, save_model
 from .outputs import RunPaths, check_writable, now, write_manifest, write_summary
-from .records import AnnotationSet, ClassMap, ImageRecord, stable_hash
+from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
 from .sources.local import load_local
 from .split import TRAIN, VAL, SplitManifest, make_split
@@ -106,15 +106,7 @@ def choose_class_map(settings: Settings, annotations: AnnotationSet) -> ClassMap
         if not names:
             raise RunError("the annotations hold no boxes at all: nothing to train on")
         class_map = ClassMap(tuple(names))
-    dropped: dict[str, int] = {}
-    for record in annotations.records:
-        keep = [i for i, label in enumerate(record.labels) if label in class_map.names]
-        if len(keep) != len(record.labels):
-            for label in record.labels:
-                if label not in class_map.names:
-                    dropped[label] = dropped.get(label, 0) + 1
-            record.boxes = record.boxes[keep]
-            record.labels = [record.labels[i] for i in keep]
+    dropped = drop_unknown_labels(annotations.records, class_map)
     if dropped:
         log.warning("dropped boxes with labels outside the class map %s: %s", list(class_map.names), dropped)
     return class_map

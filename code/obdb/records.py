@@ -122,6 +122,23 @@ class ClassMap:
         return cls(tuple(data["names"]))
 
 
+def drop_unknown_labels(records: Iterable[ImageRecord], class_map: ClassMap) -> dict[str, int]:
+    """Remove boxes whose label is not in ``class_map`` (in place); return the count per label.
+
+    A model can only learn or be scored on the classes of its map, and keeping the map fixed
+    (rather than growing it with the data) is what keeps label indices stable across runs."""
+    dropped: dict[str, int] = {}
+    for record in records:
+        keep = [i for i, label in enumerate(record.labels) if label in class_map.names]
+        if len(keep) != len(record.labels):
+            for label in record.labels:
+                if label not in class_map.names:
+                    dropped[label] = dropped.get(label, 0) + 1
+            record.boxes = record.boxes[keep]
+            record.labels = [record.labels[i] for i in keep]
+    return dropped
+
+
 def stable_hash(obj: Any) -> str:
     """Short content hash of a JSON-able object (settings, split manifests)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

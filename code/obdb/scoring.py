@@ -15,8 +15,8 @@ import torch
 from .evaluation import evaluate
 from .models import load_model
 from .outputs import now
-from .pipeline import RunError, choose_class_map, load_annotations, run_paths
-from .records import ClassMap, ImageRecord
+from .pipeline import RunError, load_annotations, run_paths
+from .records import ClassMap, ImageRecord, drop_unknown_labels
 from .settings import Settings
 from .sources.local import load_local
 from .split import SplitManifest, make_split
@@ -25,12 +25,17 @@ from .training.fit import resolve_device, set_max_detections
 log = logging.getLogger(__name__)
 
 
+def keep_model_labels(records: Sequence[ImageRecord], class_map: ClassMap) -> None:
+    dropped = drop_unknown_labels(records, class_map)
+    if dropped:
+        log.warning("boxes with labels the model does not know are left out: %s", dropped)
+
+
 def records_from_run(settings: Settings, header: dict[str, Any], split: str, progress: bool) -> list[ImageRecord]:
     """The model's own split: the manifest it names, recomputed only when the file is gone."""
     annotations = load_annotations(settings, progress)
     class_map = ClassMap.from_json(header["class_map"])
-    settings_for_map = settings.model_copy(update={"default_class_map": list(class_map.names)})
-    choose_class_map(settings_for_map, annotations)  # drop boxes of labels the model does not know
+    keep_model_labels(annotations.records, class_map)
     if split == "all":
         return annotations.records
     extra = header.get("extra", {})
@@ -57,9 +62,7 @@ def records_from_run(settings: Settings, header: dict[str, Any], split: str, pro
 def records_from_files(annotations: Sequence[Path], images_dir: Path, class_map: ClassMap,
                        progress: bool) -> list[ImageRecord]:
     loaded = load_local(list(annotations), images_dir=images_dir, progress=progress)
-    for record in loaded.records:
-        keep = [i for i, label in enumerate(record.labels) if label in class_map.names]
-        record.boxes, record.labels = record.boxes[keep], [record.labels[i] for i in keep]
+    keep_model_labels(loaded.records, class_map)
     if not loaded.records:
         raise RunError("no usable images in the given annotation files")
     return loaded.records
