@@ -137,6 +137,9 @@ def test_killed_final_training_resumes(settings_file, tmp_path: Path) -> None:
     assert [h["epoch"] for h in metrics["history"]] == [1.0, 2.0, 3.0, 4.0]
     assert metrics["epochs_run"] == 4
     load_model(tmp_path / "train" / "resnet18" / "model.pt")
+    logs = sorted((tmp_path / "train" / "logs").glob("tiny-*.log"))
+    assert len(logs) == 2  # one per run, kept on the output volume
+    assert "resnet18 final epoch 4/4, loss" in logs[-1].read_text()
 
 
 def test_run_refuses_unknown_variant_before_writing(settings_file, tmp_path: Path) -> None:

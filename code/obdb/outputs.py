@@ -16,6 +16,7 @@ Layout (``save_dir`` is the mounted ``/train`` volume in the container)::
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import platform
 import sys
@@ -66,6 +67,19 @@ def check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise PermissionError(f"save_dir {folder} is not writable: {err.strerror or err}") from None
+
+
+def attach_log_file(save_dir: Path, experiment: str) -> "logging.FileHandler":
+    """Copy the log to ``save_dir/logs/<experiment>-<time>.log``: the volume outlives the container.
+    The caller removes the returned handler when the run ends."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = save_dir / "logs" / f"{experiment}-{stamp}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    return handler
 
 
 def package_versions() -> dict[str, str]:

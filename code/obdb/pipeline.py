@@ -17,7 +17,7 @@ from .fileio import read_json, write_json
 from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, redact, run_search, storage_url,
                   study_name)
 from .models import ModelError, ModelSpec, resolve_variant, save_model
-from .outputs import RunPaths, check_writable, now, write_manifest, write_summary
+from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
 from .sources.local import load_local
@@ -267,12 +267,18 @@ def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: 
     check_run(settings, chosen)
     paths = run_paths(settings)
     check_writable(paths.save_dir)
-    torch.manual_seed(settings.seed)
-    prepared = prepare_data(settings, paths, progress)
-    rows = []
-    for variant in chosen:
-        log.info("=== variant %s ===", variant)
-        rows.append(train_variant(settings, variant, prepared, paths, progress))
-    table = write_summary(paths.save_dir, rows)
-    print("\n" + table + "\n", flush=True)
-    return rows
+    handler = attach_log_file(paths.save_dir, paths.experiment)
+    log.info("log file: %s", handler.baseFilename)
+    try:
+        torch.manual_seed(settings.seed)
+        prepared = prepare_data(settings, paths, progress)
+        rows = []
+        for variant in chosen:
+            log.info("=== variant %s ===", variant)
+            rows.append(train_variant(settings, variant, prepared, paths, progress))
+        table = write_summary(paths.save_dir, rows)
+        print("\n" + table + "\n", flush=True)
+        return rows
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

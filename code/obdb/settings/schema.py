@@ -105,16 +105,61 @@ class DataSettings(StrictModel):
         return self
 
 
+def _cluster_count(value: Any) -> Any:
+    """``"auto"`` or a whole number of clusters (one message instead of one per union member)."""
+    if value == "auto" or (type(value) is int and 2 <= value <= 1000):
+        return value
+    raise ValueError(f"expected \"auto\" or a whole number from 2 to 1000, got {value!r}")
+
+
+class TsneSplitSettings(StrictModel):
+    """``split.tsne``: features → PCA → clusters → group-balanced split, t-SNE map for the report.
+    The defaults work without any weights file (see obdb.split.features for the fallback)."""
+
+    features: Literal["backbone", "pixels"] = "backbone"
+    backbone: str = Field("resnet18", min_length=1)
+    image_size: int = Field(224, ge=32, le=1024)
+    crops: bool = False
+    batch_size: PositiveInt = 16
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    cache_dir: Optional[str] = Field(None, description="feature cache; default <save_dir>/features")
+    pca_dims: int = Field(50, ge=2, le=1024)
+    perplexity: float = Field(30.0, gt=0, le=500)
+    tsne_backend: Literal["opentsne", "sklearn"] = "opentsne"
+    tsne_fit_points: int = Field(25000, ge=100, description="larger sets: fit on a sample, place the rest")
+    clusters: Annotated[Union[int, Literal["auto"]], BeforeValidator(_cluster_count)] = "auto"
+    cluster_method: Literal["kmeans", "hdbscan"] = "kmeans"
+    cluster_space: Literal["features", "tsne"] = "features"
+    min_cluster_size: int = Field(10, ge=2)
+    balance_classes: bool = True
+    restarts: int = Field(4, ge=1, le=100)
+    folds: Optional[int] = Field(None, ge=2, le=100)
+    near_duplicate_threshold: float = Field(0.05, ge=0, le=2)
+    dhash: bool = True
+    dhash_threshold: int = Field(4, ge=0, le=16)
+    link_near_duplicates: bool = False
+    thumbnails: bool = True
+    max_report_pairs: int = Field(1000, ge=0)
+
+
 class SplitSettings(StrictModel):
-    method: Literal["group", "random", "file"] = "group"
+    method: Literal["group", "random", "file", "tsne"] = "group"
     val_fraction: float = Field(0.2, gt=0, lt=1)
     file: Optional[str] = None
     seed: Optional[int] = None
+    fold: Optional[int] = Field(None, ge=0, description="k-fold (split.tsne.folds): the fold used as val")
+    tsne: TsneSplitSettings = Field(default_factory=TsneSplitSettings)
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> "SplitSettings":
         if self.method == "file" and not self.file:
             raise ValueError("method 'file' needs split.file (a JSON split manifest or CSV image,split)")
+        if self.fold is not None:
+            if self.method != "tsne" or self.tsne.folds is None:
+                raise ValueError("fold needs method 'tsne' with tsne.folds set (k-fold cross-validation)")
+            if self.fold >= self.tsne.folds:
+                raise ValueError(f"fold {self.fold} is not a fold of tsne.folds = {self.tsne.folds} "
+                                 f"(folds are numbered 0 to {self.tsne.folds - 1})")
         return self
 
 

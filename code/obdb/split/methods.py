@@ -1,8 +1,9 @@
-"""Split methods: ``group`` (default, leakage-free), ``random`` and ``file``.
+"""Split methods: ``group`` (default, leakage-free), ``random``, ``file`` and ``tsne``.
 
 The original system split every 10th frame of a video, so most validation frames had their
 neighbouring frame in training and the scores were inflated. ``group`` keeps every group (video,
-recording session, source image) on one side.
+recording session, source image) on one side. ``tsne`` (:mod:`obdb.split.tsne`) does too, and
+also balances appearance clusters and classes between the sides.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..records import ImageRecord
 from .base import TRAIN, VAL, SplitError, SplitManifest
@@ -101,7 +102,16 @@ def file_split(records: Sequence[ImageRecord], path: Path) -> SplitManifest:
 
 
 def make_split(records: Sequence[ImageRecord], method: str, *, val_fraction: float, seed: int,
-               file: Path | None = None) -> SplitManifest:
+               file: Path | None = None, tsne: Any = None, fold: int | None = None,
+               cache_dir: Path | None = None, weights_dir: Path | None = None, progress: bool = False) -> SplitManifest:
+    """The split ``method`` makes. ``tsne`` (a ``TsneSplitSettings``; defaults when None), ``fold``,
+    ``cache_dir`` (features; none: not cached) and ``weights_dir`` only matter for ``"tsne"``."""
+    if method == "tsne":
+        from .tsne import run_tsne_split
+
+        manifest, _ = run_tsne_split(records, tsne, val_fraction=val_fraction, seed=seed, fold=fold,
+                                     cache_dir=cache_dir, weights_dir=weights_dir, progress=progress)
+        return manifest
     if method == "group":
         return group_split(records, val_fraction, seed)
     if method == "random":

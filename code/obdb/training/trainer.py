@@ -119,6 +119,7 @@ class Trainer:
                 for hook in self.hooks:
                     hook.after_epoch(self)
                 self.state.history.append(dict(self.metrics))
+                self.log_epoch()
             if not self.should_stop:
                 self.stop_reason = self.stop_reason or f"reached {self.max_epochs} epochs"
         except BaseException as err:  # pruned, diverged, interrupted: hooks still close their files
@@ -174,6 +175,15 @@ class Trainer:
         for hook in self.hooks:
             hook.after_step(self, losses)
         return losses
+
+    def log_epoch(self) -> None:
+        """One line per epoch, so a week-long run can be followed in its log file."""
+        m = self.metrics
+        parts = [f"{self.name} epoch {self.state.epoch}/{self.max_epochs}", f"loss {m.get('train/loss', float('nan')):.4f}"]
+        if "score" in m:
+            parts.append(f"val {m['score']:.4f} (best {self.state.best_score:.4f} at epoch {self.state.best_epoch})")
+        parts.append(f"lr {m.get('lr', 0.0):.2e}")
+        log.info(", ".join(parts))
 
     def stop(self, reason: str) -> None:
         self.should_stop = True
