@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+bash scripts/setup_browser.sh   # headless Chromium for the dashboard test (root + apt; else it skips)
 exec .venv/bin/python -m pytest "$@"

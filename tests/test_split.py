@@ -252,3 +252,26 @@ def test_group_split_on_tiny_data_keeps_videos_whole(tiny_data: Path) -> None:
     assert manifest.counts() == {TRAIN: 9, VAL: 3}
     val_videos = Counter(r.group for r in records if manifest.assignment[r.image_id] == VAL)
     assert len(val_videos) == 1 and list(val_videos.values()) == [3]
+
+
+# --- k-fold manifests --------------------------------------------------------------------------
+def test_manifest_folds_round_trip_and_old_manifests_keep_their_hash(tmp_path: Path) -> None:
+    plain = SplitManifest("tsne", 0, {"a": TRAIN, "b": VAL})
+    assert "folds" not in plain.to_json()  # consumers of old manifests see nothing new
+    with_folds = SplitManifest("tsne", 0, {"a": TRAIN, "b": VAL}, folds={"a": 0, "b": 1})
+    assert with_folds.hash != plain.hash
+    assert SplitManifest("tsne", 0, {"a": TRAIN, "b": VAL}, folds={"a": 1, "b": 0}).hash != with_folds.hash
+    loaded = SplitManifest.load(with_folds.save(tmp_path))
+    assert loaded == with_folds and loaded.folds == {"a": 0, "b": 1}
+    # a file split of a k-fold manifest takes its train/val assignment
+    records = _records({"a": 2, "b": 2})
+    kfold = SplitManifest("tsne", 0, {r.image_id: VAL if r.group == "a" else TRAIN for r in records},
+                          folds={r.image_id: 0 if r.group == "a" else 1 for r in records})
+    assert file_split(records, kfold.save(tmp_path)).assignment == kfold.assignment
+
+
+@pytest.mark.parametrize("folds", [["a"], {"a": "0", "b": 1}, {"a": -1, "b": 0}, {"a": 0}])
+def test_from_json_rejects_bad_folds(folds: object) -> None:
+    data = {"format": "obdb-split", "assignment": {"a": "train", "b": "val"}, "folds": folds}
+    with pytest.raises(SplitError, match="'folds'"):
+        SplitManifest.from_json(data, "x.json")

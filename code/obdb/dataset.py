@@ -202,6 +202,7 @@ def make_loader(
     shuffle: bool,
     workers: int,
     seed: int | None = None,
+    sampler: Any = None,
 ) -> DataLoader[Any]:
     """A :class:`DataLoader` with :func:`collate` and reproducible randomness.
 
@@ -222,7 +223,8 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else False,  # a sampler (DistributedSampler) shuffles itself
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate,
         generator=generator,

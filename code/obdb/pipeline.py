@@ -7,7 +7,7 @@ checked first, so a bad run fails in seconds with nothing written.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,12 +16,15 @@ import torch
 from .fileio import read_json, write_json
 from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, redact, run_search, storage_url,
                   study_name)
+from .hpo.coordination import FinalClaim, claim_final
+from .hpo.storage import is_shared
 from .models import ModelError, ModelSpec, resolve_variant, save_model
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
 from .sources.local import load_local
-from .split import TRAIN, VAL, SplitManifest, make_split
+from .split import TRAIN, VAL, SplitManifest, split_for_run
+from .training import distributed
 from .training.fit import FitConfig, FitData, fit, resolve_device
 
 log = logging.getLogger(__name__)
@@ -119,11 +122,8 @@ def prepare_data(settings: Settings, paths: RunPaths, progress: bool = True) -> 
     class_map = choose_class_map(settings, annotations)
     if not any(len(r.boxes) for r in annotations.records):
         raise RunError(f"no boxes with the labels {list(class_map.names)} remain: nothing to train on")
-    split_cfg = settings.split
-    manifest = make_split(annotations.records, split_cfg.method, val_fraction=split_cfg.val_fraction,
-                          seed=settings.seed if split_cfg.seed is None else split_cfg.seed,
-                          file=Path(split_cfg.file) if split_cfg.file else None)
-    split_file = manifest.save(paths.splits_dir())
+    outcome = split_for_run(annotations.records, settings, save_dir=paths.save_dir, progress=progress)
+    manifest, split_file = outcome.manifest, outcome.manifest_file
     train = [r for r in annotations.records if manifest.assignment[r.image_id] == TRAIN]
     val = [r for r in annotations.records if manifest.assignment[r.image_id] == VAL]
     log.info("split %s (%s): %d train / %d val images, %d / %d boxes -> %s", manifest.hash, manifest.method,
@@ -172,7 +172,8 @@ def search(settings: Settings, variant: str, data: FitData, config: FitConfig, p
                           seed_offset=number)
         return state.best_score
 
-    result = run_search(objective, name=study_name(paths.experiment, variant), storage=open_storage(url),
+    result = run_search(objective, name=study_name(paths.experiment, variant),
+                        storage=open_storage(url, **heartbeats(settings)),
                         sampler=build_sampler(settings.hpo.sampler, n_startup_trials=startup, seed=settings.seed),
                         pruner=build_pruner(settings.hpo.pruner, warmup_epochs=settings.hpo.pruner_warmup_epochs,
                                             max_epochs=settings.search_epochs),
@@ -183,6 +184,28 @@ def search(settings: Settings, variant: str, data: FitData, config: FitConfig, p
     info = {"source": "search", **result.to_json()}
     write_json(paths.best_params_file(variant), {"variant": variant, "metric": settings.hpo.metric, **info})
     return result.params, info
+
+
+def heartbeats(settings: Settings) -> dict[str, Any]:
+    hpo = settings.hpo
+    return {"heartbeat_interval": hpo.heartbeat_interval, "grace_period": hpo.grace_period,
+            "max_retry": hpo.max_retry}
+
+
+def claim_final_training(settings: Settings, variant: str, paths: RunPaths) -> FinalClaim:
+    """With a shared study database, one worker trains each variant's final model and the others
+    skip it; under torchrun rank 0 claims for all ranks. A SQLite run always holds the claim."""
+    url = storage_url(settings.hpo.storage, paths.save_dir)
+
+    def claim() -> FinalClaim:
+        return claim_final(open_storage(url, **heartbeats(settings)) if is_shared(url) else None,
+                           study_name(paths.experiment, variant))
+
+    if not distributed.is_active():
+        return claim()
+    mine = claim() if distributed.is_main() else FinalClaim(None, variant)
+    mine.held = distributed.broadcast(mine.held)
+    return mine
 
 
 def prepare_final_checkpoints(folder: Path, params: HyperParams, max_epochs: int) -> None:
@@ -207,24 +230,31 @@ def train_variant(settings: Settings, variant: str, prepared: PreparedData, path
     out = paths.variant_dir(variant)
     write_json(out / "class_map.json", prepared.class_map.to_json())
     if settings.wants_hpo(variant):
-        params, info = search(settings, variant, data, config, paths)
+        params, info = distributed.on_rank0(search, settings, variant, data, config, paths)
     else:
         params, info = fixed_params(settings, variant, paths)
         write_json(paths.best_params_file(variant), {"variant": variant, "params": params.model_dump(),
                                                      "best_value": None, "trial_number": None, **info})
+    claim = claim_final_training(settings, variant, paths)
+    if not claim.held:
+        return _summary_row(variant, spec, info, {}, paths)
     metrics_file = paths.metrics_file(variant)
     done = read_json(metrics_file) if metrics_file.exists() else {}
     if (done.get("status") == "complete" and done.get("params") == params.model_dump()
             and done.get("split_hash") == prepared.split.hash and paths.model_file(variant).exists()):
         log.info("%s: final model already trained with these parameters (%s); skipping", variant,
                  paths.model_file(variant))
+        claim.release()
         return _summary_row(variant, spec, info, done, paths)
     checkpoints = paths.checkpoint_dir(variant)
-    prepare_final_checkpoints(checkpoints, params, settings.max_train_epochs)
+    distributed.on_rank0(prepare_final_checkpoints, checkpoints, params, settings.max_train_epochs)
     started = now()
-    model, state, spec = fit(data, config, params, max_epochs=settings.max_train_epochs, name=f"{variant} final",
+    model, state, spec = fit(data, replace(config, distributed=distributed.is_active()), params,
+                             max_epochs=settings.max_train_epochs, name=f"{variant} final",
                              patience=settings.max_plateau_count, checkpoint_dir=checkpoints,
                              log_dir=paths.tensorboard_dir(variant, "final"))
+    if not distributed.is_main():
+        return _summary_row(variant, spec, info, {}, paths)  # rank 0 writes the outputs
     best = next((h for h in state.history if h.get("epoch") == state.best_epoch), {})
     final_metrics = {k.removeprefix("val/"): v for k, v in best.items() if k.startswith("val/")}
     header = {"variant": variant, "experiment": paths.experiment, "params": params.model_dump(),
@@ -244,6 +274,7 @@ def train_variant(settings: Settings, variant: str, prepared: PreparedData, path
                    data={"train_images": len(prepared.train), "val_images": len(prepared.val),
                          "skipped_images": len(prepared.annotations.skipped),
                          "dropped_boxes": prepared.annotations.dropped_boxes})
+    claim.release()
     return _summary_row(variant, spec, info, result, paths)
 
 
@@ -267,18 +298,23 @@ def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: 
     check_run(settings, chosen)
     paths = run_paths(settings)
     check_writable(paths.save_dir)
-    handler = attach_log_file(paths.save_dir, paths.experiment)
+    distributed.setup()  # under torchrun: join the process group (no-op otherwise)
+    handler = attach_log_file(paths.save_dir, paths.experiment + ("" if distributed.is_main() else
+                                                                   f"-rank{distributed.state().rank}"))
     log.info("log file: %s", handler.baseFilename)
     try:
         torch.manual_seed(settings.seed)
-        prepared = prepare_data(settings, paths, progress)
+        prepared = distributed.on_rank0(prepare_data, settings, paths, progress)
         rows = []
         for variant in chosen:
             log.info("=== variant %s ===", variant)
             rows.append(train_variant(settings, variant, prepared, paths, progress))
+        if not distributed.is_main():
+            return rows
         table = write_summary(paths.save_dir, rows)
         print("\n" + table + "\n", flush=True)
         return rows
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+        distributed.teardown()

@@ -20,6 +20,7 @@ from .records import ClassMap, ImageRecord, drop_unknown_labels
 from .settings import Settings
 from .sources.local import load_local
 from .split import SplitManifest, make_split
+from .split.service import feature_cache_dir
 from .training.fit import resolve_device, set_max_detections
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ def records_from_run(settings: Settings, header: dict[str, Any], split: str, pro
         cfg = settings.split
         manifest = make_split(annotations.records, cfg.method, val_fraction=cfg.val_fraction,
                               seed=settings.seed if cfg.seed is None else cfg.seed,
-                              file=Path(cfg.file) if cfg.file else None)
+                              file=Path(cfg.file) if cfg.file else None, tsne=cfg.tsne, fold=cfg.fold,
+                              cache_dir=feature_cache_dir(settings),
+                              weights_dir=Path(settings.model.weights_dir) if settings.model.weights_dir else None,
+                              progress=progress)
         if extra.get("split_hash") and manifest.hash != extra["split_hash"]:
             log.warning("split recomputed from the settings (%s) differs from the model's (%s): the data changed",
                         manifest.hash, extra["split_hash"])

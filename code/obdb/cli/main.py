@@ -9,6 +9,7 @@ from .common import EXIT_USAGE
 COMMANDS = {
     "run": ("obdb.cli.runner", "train every variant of a settings file (same as torch_model_runner.py)"),
     "test": ("obdb.cli.test_model", "score a saved model (same as test_model.py)"),
+    "split": ("obdb.cli.split", "make the train/val split of a settings file and its report, nothing else"),
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 import optuna
@@ -31,11 +32,29 @@ def is_single_host_file(url: str) -> bool:
     return url.startswith("sqlite:")
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 120,
+                 max_retry: int | None = 2) -> optuna.storages.BaseStorage:
+    """The storage behind ``url``. Shared databases (PostgreSQL, MySQL) get heartbeats: a worker
+    records one for its running trial every ``heartbeat_interval`` seconds, and a trial whose last
+    heartbeat is older than ``grace_period`` (its worker was killed) is failed by the next worker
+    that looks and queued again with the same parameters, at most ``max_retry`` times."""
     if url.startswith("sqlite:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     if url.startswith(("postgresql", "mysql")):
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
-                                          engine_kwargs={"pool_pre_ping": True})
+        if grace_period <= heartbeat_interval:
+            raise ValueError(f"grace_period ({grace_period}) must be longer than heartbeat_interval "
+                             f"({heartbeat_interval})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                              heartbeat_stale_trial_callback=retry,
+                                              engine_kwargs={"pool_pre_ping": True})
     return url  # type: ignore[return-value]  # optuna resolves other URL schemes itself
+
+
+def is_shared(storage: optuna.storages.BaseStorage | str) -> bool:
+    """A database several workers use at once (anything but a SQLite file)."""
+    url = storage if isinstance(storage, str) else getattr(storage, "url", "")
+    return bool(url) and not url.startswith("sqlite:")

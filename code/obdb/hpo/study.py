@@ -6,6 +6,7 @@ reports each epoch's metric to the trial.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from optuna.trial import TrialState
 
 from ..settings.schema import HyperParams, ParamRange
 from ..training import Hook, Trainer, TrainingDiverged
+from .coordination import study_lock
 from .space import enqueue_values, suggest
+from .storage import is_shared
+from .workers import run_shared
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -79,27 +83,39 @@ def run_search(objective: Objective, *, name: str, storage: optuna.storages.Base
                sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
                space: Mapping[str, ParamRange], log_scale: list[str], base: HyperParams,
                warm_start: Sequence[HyperParams] = (), max_trials: int, timeout: float | None = None,
-               recover_stale: bool = True, metric: str = "map") -> SearchResult:
-    """Run (or continue) the study until it has ``max_trials`` finished trials in total."""
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="maximize", load_if_exists=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([f"val_{metric}"])
-    if recover_stale:
-        recover_stale_trials(study)
-    if not study.trials:
-        for params in warm_start:
-            study.enqueue_trial(enqueue_values(params, space), user_attrs={"warm_start": True})
+               poll_interval: float | None = None, recover_stale: bool = True, metric: str = "map",
+               shared: bool | None = None) -> SearchResult:
+    """Run (or continue) the study until it has ``max_trials`` finished trials in total.
+
+    ``shared`` (default: any storage but a SQLite file) coordinates with other workers on the same
+    study through the database: see :mod:`obdb.hpo.workers`."""
+    shared = is_shared(storage) if shared is None else shared
+    with (study_lock(storage, name) if shared else contextlib.nullcontext()):
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                    direction="maximize", load_if_exists=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"val_{metric}"])
+        if recover_stale and not shared:
+            recover_stale_trials(study)
+        if not study.trials:
+            for params in warm_start:
+                study.enqueue_trial(enqueue_values(params, space), user_attrs={"warm_start": True})
     remaining = max_trials - finished_count(study)
-    if remaining > 0:
+
+    def optuna_objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, space, log_scale, base)
+        trial.set_user_attr("params_full", params.model_dump())
+        return objective(params, trial.number, [PruneHook(trial)])
+
+    if shared and remaining > 0:
+        sampler.reseed_rng()  # workers with the same settings.seed must not propose the same points
+        log.info("study %s: %d finished trial(s) of %d; this worker takes trials while slots are left", name,
+                 max_trials - remaining, max_trials)
+        run_shared(study, optuna_objective, max_trials=max_trials, timeout=timeout, catch=(TrainingDiverged,),
+                   poll_interval=poll_interval)
+    elif remaining > 0:
         log.info("study %s: %d finished trial(s), running %d more", name, max_trials - remaining, remaining)
-
-        def optuna_objective(trial: optuna.Trial) -> float:
-            params = suggest(trial, space, log_scale, base)
-            trial.set_user_attr("params_full", params.model_dump())
-            return objective(params, trial.number, [PruneHook(trial)])
-
         callbacks = [optuna.study.MaxTrialsCallback(max_trials, states=FINISHED)]
         study.optimize(optuna_objective, n_trials=remaining, timeout=timeout, callbacks=callbacks,
                        catch=(TrainingDiverged,), gc_after_trial=True)

@@ -199,6 +199,18 @@ class HpoSettings(StrictModel):
     metric: Literal["map", "map50", "map75"] = "map"
     log_scale: list[str] = Field(default_factory=lambda: list(DEFAULT_LOG_SCALE))
     timeout: Optional[float] = Field(None, gt=0, description="seconds; legacy hpo_timeout")
+    heartbeat_interval: int = Field(30, ge=1, le=3600, description="seconds between a running trial's "
+                                    "heartbeats (shared PostgreSQL/MySQL storages)")
+    grace_period: int = Field(120, ge=2, le=86400, description="seconds without a heartbeat after which a "
+                              "trial counts as killed and is retried")
+    max_retry: int = Field(2, ge=0, le=100, description="times a killed worker's trial is run again")
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> "HpoSettings":
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(f"grace_period ({self.grace_period}) must be longer than heartbeat_interval "
+                             f"({self.heartbeat_interval}), else live trials count as killed")
+        return self
 
 
 class Settings(StrictModel):

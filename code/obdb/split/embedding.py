@@ -24,8 +24,11 @@ from .base import SplitError
 from .neighbours import knn
 
 log = logging.getLogger(__name__)
+logging.getLogger("openTSNE").setLevel(logging.WARNING)  # it logs every call's parameters at INFO
 
 MIN_TSNE_POINTS = 5
+FFT_MIN_POINTS = 10_000
+THREADS_MIN_POINTS = 5_000
 
 
 def l2_normalise(features: np.ndarray) -> np.ndarray:
@@ -79,16 +82,23 @@ def tsne_map(x: np.ndarray, *, perplexity: float, seed: int, backend: str = "ope
     if backend == "opentsne":
         from openTSNE import TSNE
 
+        # FFT interpolation is O(n) but has a fixed cost per iteration that dominates below ~10k
+        # points, where Barnes-Hut is faster (openTSNE's own "auto" rule). Small sets run on one
+        # thread: their iterations are so short that thread hand-offs cost more than they save,
+        # and far more on a machine shared with other jobs.
+        method = "fft" if n >= FFT_MIN_POINTS else "bh"
+        threads = n_jobs if n >= THREADS_MIN_POINTS else 1
         embedding = TSNE(n_components=2, perplexity=effective, metric="euclidean", initialization="pca",
-                         negative_gradient_method="fft", n_jobs=n_jobs, random_state=seed,
+                         negative_gradient_method=method, n_jobs=threads, random_state=seed,
                          verbose=False).fit(np.ascontiguousarray(x, dtype=np.float64))
         coords = np.asarray(embedding, dtype=np.float32)
-        info["kl_divergence"] = float(getattr(embedding, "kl_divergence", float("nan")))
+        info.update(gradient=method, threads=threads,
+                    kl_divergence=float(getattr(embedding, "kl_divergence", float("nan"))))
     elif backend == "sklearn":
         from sklearn.manifold import TSNE as SkTSNE
 
         model = SkTSNE(n_components=2, perplexity=min(effective, n - 1.0), init="pca", random_state=seed,
-                       n_jobs=n_jobs)
+                       n_jobs=n_jobs if n >= THREADS_MIN_POINTS else 1)
         coords = model.fit_transform(x).astype(np.float32)
         info["kl_divergence"] = float(model.kl_divergence_)
     else:
@@ -96,13 +106,18 @@ def tsne_map(x: np.ndarray, *, perplexity: float, seed: int, backend: str = "ope
     return coords, info
 
 
-def auto_cluster_count(n: int) -> int:
-    """About one cluster per 20 images, at least 2 and at most 50: enough to describe the look of a
-    data set, few enough that every cluster has members on both sides of a split."""
-    return int(min(50, max(2, round(math.sqrt(n / 2.0)))))
+def auto_cluster_count(n: int, groups: int | None = None) -> int:
+    """``sqrt(n / 2)`` clusters, at least 2 and at most 50, and at most one per 10 groups: enough to
+    describe the look of a data set, few enough that a cluster spans several groups (a cluster
+    that is one video cannot be shared between train and val, however the groups are placed)."""
+    k = min(50, round(math.sqrt(n / 2.0)))
+    if groups is not None:
+        k = min(k, groups // 10)
+    return int(max(2, k))
 
 
-def cluster(x: np.ndarray, *, method: str, n_clusters: int | str, seed: int, min_cluster_size: int = 10) -> tuple[np.ndarray, dict[str, Any]]:
+def cluster(x: np.ndarray, *, method: str, n_clusters: int | str, seed: int, min_cluster_size: int = 10,
+            groups: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Cluster labels 0..k-1 for the rows of ``x``; HDBSCAN's noise points get their own label k
     (reported as ``noise``), so every image belongs to one stratum."""
     n = len(x)
@@ -111,7 +126,7 @@ def cluster(x: np.ndarray, *, method: str, n_clusters: int | str, seed: int, min
     if method == "kmeans":
         from sklearn.cluster import KMeans
 
-        k = auto_cluster_count(n) if n_clusters == "auto" else int(n_clusters)
+        k = auto_cluster_count(n, groups) if n_clusters == "auto" else int(n_clusters)
         k = max(1, min(k, n))
         model = KMeans(n_clusters=k, n_init=3 if n <= 20000 else 1, random_state=seed)
         labels = model.fit_predict(np.asarray(x, dtype=np.float32)).astype(np.int64)
@@ -120,10 +135,11 @@ def cluster(x: np.ndarray, *, method: str, n_clusters: int | str, seed: int, min
         from sklearn.cluster import HDBSCAN
 
         size = max(2, min(min_cluster_size, n))
-        labels = HDBSCAN(min_cluster_size=size).fit_predict(np.asarray(x, dtype=np.float64)).astype(np.int64)
+        labels = HDBSCAN(min_cluster_size=size, copy=True).fit_predict(np.asarray(x, dtype=np.float64)).astype(np.int64)
         found = int(labels.max()) + 1 if (labels >= 0).any() else 0
         noise = int((labels < 0).sum())
         labels[labels < 0] = found
-        return labels, {"method": "hdbscan", "clusters": found + (1 if noise else 0), "noise_label": found if noise else None,
+        return labels, {"method": "hdbscan", "clusters": found + (1 if noise else 0),
+                        "noise_label": found if noise else None,
                         "noise_images": noise, "min_cluster_size": size}
     raise SplitError(f"split.tsne.cluster_method: unknown method {method!r}; use 'kmeans' or 'hdbscan'")

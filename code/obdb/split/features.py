@@ -153,8 +153,13 @@ def make_extractor(kind: str, *, backbone: str = "resnet18", weights_dir: str | 
         return PixelExtractor()
     if kind != "backbone":
         raise SplitError(f"split.tsne.features: unknown feature extractor {kind!r}; use 'backbone' or 'pixels'")
-    from ..models.weights import find_backbone_weights
+    from ..models.backbones import check_backbone_name
+    from ..models.weights import ModelError, find_backbone_weights
 
+    try:
+        check_backbone_name(backbone)  # a typo is an error even where no weights are around
+    except ModelError as err:
+        raise SplitError(f"split.tsne.backbone: {err}") from None
     path = find_backbone_weights(backbone, weights_dir)
     if path is None:
         log.warning("split.tsne.features is 'backbone' but no ImageNet weights for %s were found (model.weights_dir "

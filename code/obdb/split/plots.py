@@ -46,6 +46,11 @@ def _marker_size(n: int) -> float:
     return float(np.clip(4000.0 / max(n, 1) ** 0.75, 0.4, 40.0))
 
 
+def _legend_scale(size: float) -> float:
+    """Legend markers of about 6 pt whatever the (area-sized) scatter markers are."""
+    return float(max(1.0, math.sqrt(36.0 / size)))
+
+
 def _cluster_colours(k: int) -> list[Any]:
     plt = _pyplot()
     cmap = plt.get_cmap("tab20" if k <= 20 else "turbo")
@@ -63,9 +68,10 @@ def plot_tsne(path: Path, manifest: SplitManifest, analysis: Analysis, report: d
         mask = analysis.clusters == c
         left.scatter(xy[mask, 0], xy[mask, 1], s=size, color=colours[c], label=f"{name} ({int(mask.sum())})",
                      linewidths=0, rasterized=True)
-    left.set_title(f"t-SNE map by cluster ({len(names)} clusters, {analysis.info.get('clustering', {}).get('method', '')})")
+    method = analysis.info.get("clustering", {}).get("method", "")
+    left.set_title(f"t-SNE map by cluster ({len(names)} clusters, {method})")
     if len(names) <= 20:
-        left.legend(loc="center left", bbox_to_anchor=(-0.42, 0.5), fontsize=8, markerscale=max(1.0, 12 / size),
+        left.legend(loc="center right", bbox_to_anchor=(-0.01, 0.5), fontsize=8, markerscale=_legend_scale(size),
                     frameon=False)
     is_val = np.asarray([manifest.assignment[i] == VAL for i in analysis.ids])
     if manifest.folds:
@@ -75,10 +81,11 @@ def plot_tsne(path: Path, manifest: SplitManifest, analysis: Analysis, report: d
         for k in sorted(set(folds.tolist())):
             mask = folds == k
             label = f"fold {k}{' (val)' if k == val_fold else ''} ({int(mask.sum())})"
-            right.scatter(xy[mask, 0], xy[mask, 1], s=size, color=palette[k], label=label, linewidths=0, rasterized=True)
+            right.scatter(xy[mask, 0], xy[mask, 1], s=size, color=palette[k], label=label, linewidths=0,
+                          rasterized=True)
     else:
-        right.scatter(xy[~is_val, 0], xy[~is_val, 1], s=size, color=TRAIN_COLOUR, label=f"train ({int((~is_val).sum())})",
-                      linewidths=0, rasterized=True)
+        right.scatter(xy[~is_val, 0], xy[~is_val, 1], s=size, color=TRAIN_COLOUR,
+                      label=f"train ({int((~is_val).sum())})", linewidths=0, rasterized=True)
         right.scatter(xy[is_val, 0], xy[is_val, 1], s=size * 1.3, color=VAL_COLOUR, label=f"val ({int(is_val.sum())})",
                       linewidths=0, rasterized=True)
     index = {image_id: i for i, image_id in enumerate(analysis.ids)}
@@ -89,9 +96,10 @@ def plot_tsne(path: Path, manifest: SplitManifest, analysis: Analysis, report: d
         right.plot(xy[[a, b], 0], xy[[a, b], 1], color=LEAK_COLOUR, linewidth=0.8,
                    label=f"near-duplicate across sides ({leak.get('pairs', 0)})" if j == 0 else None)
     side_word = "fold" if manifest.folds else "split"
+    div = report["divergence"]
     right.set_title(f"by {side_word}: {manifest.method} split {manifest.hash}, "
-                    f"JSD classes {report['divergence']['classes']:.3f} / clusters {report['divergence']['clusters']:.3f}")
-    right.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=max(1.0, 12 / size),
+                    f"JSD classes {div['classes']:.3f} / clusters {div['clusters']:.3f}")
+    right.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=_legend_scale(size),
                  frameon=False)
     for axis in (left, right):
         axis.set_xticks([])
@@ -106,13 +114,14 @@ def _bars(axis: Any, names: Sequence[str], train: Sequence[float], val: Sequence
     v_share = v / v.sum() if v.sum() else v
     x = np.arange(len(names))
     width = 0.4
-    axis.bar(x - width / 2, t_share, width, color=TRAIN_COLOUR, label=f"train ({int(t.sum())} {unit})")
-    axis.bar(x + width / 2, v_share, width, color=VAL_COLOUR, label=f"val ({int(v.sum())} {unit})")
+    axis.bar(x - width / 2, t_share, width, color=TRAIN_COLOUR, label="train")
+    axis.bar(x + width / 2, v_share, width, color=VAL_COLOUR, label="val")
     axis.set_xticks(x)
-    axis.set_xticklabels(names, rotation=90 if len(names) > 8 else 0, fontsize=8 if len(names) > 8 else 9)
+    crowded = len(names) > 8 or max((len(n) for n in names), default=0) * len(names) > 40
+    axis.set_xticklabels(names, rotation=90 if crowded else 0, fontsize=8 if crowded else 9)
+    axis.set_xlim(-0.7, len(names) - 0.3)
     axis.set_ylabel("share")
-    axis.set_title(title)
-    axis.legend(fontsize=8, frameon=False)
+    axis.set_title(f"{title}\ntrain {int(t.sum())} / val {int(v.sum())} {unit}", fontsize=10)
 
 
 def plot_divergence(path: Path, report: dict[str, Any]) -> Path:
@@ -120,25 +129,30 @@ def plot_divergence(path: Path, report: dict[str, Any]) -> Path:
     train, val = report["counts"]["train"], report["counts"]["val"]
     classes = list(train["classes"])
     clusters = list(train["clusters"])
-    width = max(10.0, min(24.0, 4 + 0.28 * (len(classes) + len(clusters))))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(width, 4.6), dpi=110,
-                                      gridspec_kw={"width_ratios": [max(len(classes), 2), max(len(clusters), 2)]})
+    width = max(10.0, min(22.0, 5 + 0.22 * (len(classes) + len(clusters))))
+    ratios = [max(len(classes), 3, len(clusters) / 3), max(len(clusters), 3)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(width, 4.8), dpi=110, gridspec_kw={"width_ratios": ratios})
     div = report["divergence"]
     _bars(left, classes, list(train["classes"].values()), list(val["classes"].values()),
-          f"classes (share of boxes)\nJensen-Shannon divergence {div['classes']:.4f} bits", "boxes")
+          f"classes (share of boxes): JSD {div['classes']:.4f} bits", "boxes")
     _bars(right, clusters, list(train["clusters"].values()), list(val["clusters"].values()),
-          f"clusters (share of images)\nJensen-Shannon divergence {div['clusters']:.4f} bits", "images")
-    fig.suptitle(f"{report['method']} split {report['split_hash']}: train vs val", fontsize=11)
-    fig.tight_layout()
+          f"clusters (share of images): JSD {div['clusters']:.4f} bits", "images")
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=2, frameon=False, fontsize=9)
+    fig.suptitle(f"{report['method']} split {report['split_hash']}: train vs val", fontsize=11, x=0.02, ha="left")
+    fig.text(0.02, 0.005, "JSD: Jensen-Shannon divergence of the train and val distributions "
+             "(0 = the same, 1 = disjoint)", fontsize=8, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     return _save(fig, path)
 
 
 def plot_thumbnails(path: Path, manifest: SplitManifest, analysis: Analysis, records: Sequence[ImageRecord], *,
-                    grid: int = 24, cell: int = 48) -> Path:
+                    grid: int = 24, cell: int | None = None) -> Path:
     """One thumbnail per occupied grid cell over the map (at most ``grid``² images are read)."""
     xy = analysis.coords.astype(np.float64)
     n = len(xy)
     grid = int(max(2, min(grid, math.ceil(math.sqrt(n)) + 1)))
+    cell = cell or int(max(40, min(96, 1000 // grid)))
     low, high = xy.min(axis=0), xy.max(axis=0)
     unit = (xy - low) / np.maximum(high - low, 1e-9) * (grid - 1e-6)
     cells = np.floor(unit).astype(int)

@@ -77,9 +77,8 @@ def build_report(records: Sequence[ImageRecord], manifest: SplitManifest, analys
     is_val = np.asarray([manifest.assignment[i] == VAL for i in ids])
     counts = {TRAIN: _counts(~is_val, groups, boxes, class_names, analysis.clusters, cluster_names),
               VAL: _counts(is_val, groups, boxes, class_names, analysis.clusters, cluster_names)}
-    divergence = {"classes": js_divergence(list(counts[TRAIN]["classes"].values()), list(counts[VAL]["classes"].values())),
-                  "clusters": js_divergence(list(counts[TRAIN]["clusters"].values()),
-                                            list(counts[VAL]["clusters"].values()))}
+    divergence = {key: js_divergence(list(counts[TRAIN][key].values()), list(counts[VAL][key].values()))
+                  for key in ("classes", "clusters")}
     report: dict[str, Any] = {"format": REPORT_FORMAT, "version": 1, "split_hash": manifest.hash,
                               "method": manifest.method, "seed": manifest.seed, "counts": counts,
                               "divergence": {k: round(v, 6) for k, v in divergence.items()}}
@@ -140,8 +139,9 @@ def points_csv(manifest: SplitManifest, analysis: Analysis) -> str:
     writer.writerow(["image", "split", "fold", "group", "cluster", "x", "y"])
     for i, image_id in enumerate(analysis.ids):
         fold = manifest.folds.get(image_id, "")
-        writer.writerow([image_id, manifest.assignment[image_id], fold, manifest.groups.get(image_id, analysis.groups[i]),
-                         names[analysis.clusters[i]], f"{analysis.coords[i, 0]:.4f}", f"{analysis.coords[i, 1]:.4f}"])
+        group = manifest.groups.get(image_id, analysis.groups[i])
+        writer.writerow([image_id, manifest.assignment[image_id], fold, group, names[analysis.clusters[i]],
+                         f"{analysis.coords[i, 0]:.4f}", f"{analysis.coords[i, 1]:.4f}"])
     return out.getvalue()
 
 
@@ -151,8 +151,8 @@ def manifest_csv(manifest: SplitManifest) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["image", "split", "fold", "group"] if manifest.folds else ["image", "split", "group"])
     for image_id, side in manifest.assignment.items():
-        row = [image_id, side] + ([manifest.folds[image_id]] if manifest.folds else []) + [manifest.groups.get(image_id, "")]
-        writer.writerow(row)
+        fold = [manifest.folds[image_id]] if manifest.folds else []
+        writer.writerow([image_id, side, *fold, manifest.groups.get(image_id, "")])
     return out.getvalue()
 
 

@@ -43,7 +43,7 @@ def feature_cache_dir(settings: Settings) -> Path:
 
 
 def split_for_run(records: Sequence[ImageRecord], settings: Settings, *, save_dir: Path, progress: bool = True,
-                  report: bool | None = None) -> SplitOutcome:
+                  report: bool | None = None, log_summary: bool = True) -> SplitOutcome:
     """Make the split the settings ask for, save its manifest and (``report``; default: for
     ``tsne`` only) its report. Returns what was written."""
     from .report import build_report, summary_lines, write_report
@@ -71,8 +71,10 @@ def split_for_run(records: Sequence[ImageRecord], settings: Settings, *, save_di
         outcome.report = build_report(records, manifest, analysis, options, seed=seed)
         outcome.report_files = write_report(splits_dir / manifest.hash, outcome.report, manifest, analysis, records,
                                             thumbnails=options.thumbnails)
-        for line in summary_lines(outcome.report):
-            log.info("%s", line)
+        if log_summary:
+            for line in summary_lines(outcome.report):
+                log.info("%s", line)
+        log.info("split report: %s", outcome.report_files["report"])
         if not outcome.report["groups"]["ok"]:
             log.warning("split %s puts %d group(s) on both sides: validation scores will be inflated",
                         manifest.hash, len(outcome.report["groups"]["straddling"]))

@@ -82,14 +82,16 @@ def analyse(records: Sequence[ImageRecord], options: TsneSplitSettings, *, seed:
     else:
         features = np.asarray(features)
         if features.ndim != 2 or len(features) != len(records):
-            raise SplitError(f"features must be one row per image: got shape {features.shape} for {len(records)} images")
+            raise SplitError(f"features must be one row per image: got shape {features.shape} "
+                             f"for {len(records)} images")
         info["features"] = {"extractor": "given", "dims": int(features.shape[1])}
     pca, info["pca"] = pca_reduce(features, options.pca_dims, seed)
     coords, info["tsne"] = tsne_map(pca, perplexity=options.perplexity, seed=seed, backend=options.tsne_backend,
                                     fit_points=options.tsne_fit_points, n_jobs=jobs)
     space = coords if options.cluster_space == "tsne" else pca
     labels, info["clustering"] = cluster(space, method=options.cluster_method, n_clusters=options.clusters,
-                                         seed=seed, min_cluster_size=options.min_cluster_size)
+                                         seed=seed, min_cluster_size=options.min_cluster_size,
+                                         groups=len({r.group for r in records}))
     info["clustering"]["space"] = options.cluster_space
     return Analysis([r.image_id for r in records], [r.group for r in records], pca, labels, coords,
                     dhashes if options.dhash else None, info)

@@ -7,7 +7,7 @@ checkpoint when there is one, and returns the trained model with its state. Call
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +18,7 @@ from ..dataset import DetectionDataset, make_loader
 from ..evaluation import coco_metrics, predict
 from ..models import ModelSpec, build_detector
 from ..records import ClassMap, ImageRecord
+from . import distributed
 from .hooks import CheckpointHook, EarlyStopHook, EvalHook, TensorBoardHook
 from .optim import HyperParamsLike, build_optimizer, build_scheduler
 from .trainer import Hook, Trainer, TrainState
@@ -70,6 +71,7 @@ class FitConfig:
     pretrained_model_path: Path | None = None
     seed: int = 0
     progress: bool = True
+    distributed: bool = False  # final training under torchrun: DDP on every rank (see training.distributed)
 
 
 def set_max_detections(model: nn.Module, count: int) -> None:
@@ -81,15 +83,28 @@ def set_max_detections(model: nn.Module, count: int) -> None:
 
 
 def make_evaluator(data: FitData, config: FitConfig) -> Any:
-    """``evaluate(model) -> metrics`` over the validation set, with one loader for all epochs."""
+    """``evaluate(model) -> metrics`` over the validation set, with one loader for all epochs.
+    Under torchrun rank 0 evaluates and the other ranks receive its numbers."""
     loader = make_loader(data.val_set, batch_size=config.eval_batch_size or config.batch_size, shuffle=False,
                          workers=0)
 
     def evaluate(model: nn.Module) -> dict[str, Any]:
-        predictions = predict(model, loader, config.device, progress=config.progress, desc="validate")
+        predictions = predict(distributed.unwrap(model), loader, config.device, progress=config.progress,
+                              desc="validate")
         return coco_metrics(data.val_set.records, predictions, data.class_map, max_dets=config.max_detections)
 
+    if config.distributed and distributed.is_active():
+        return lambda model: distributed.on_rank0(evaluate, model)
     return evaluate
+
+
+class BarrierHook(Hook):
+    """Last hook under torchrun: no rank goes on (next epoch, or reading ``best.pt`` at the end)
+    before rank 0 wrote its checkpoint. Not in ``after_train``: a rank that failed must exit (and
+    torchrun stop the others) instead of waiting for them."""
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        distributed.barrier()
 
 
 def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs: int, name: str,
@@ -97,6 +112,9 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
         extra_hooks: Sequence[Hook] = (), seed_offset: int = 0) -> tuple[nn.Module, TrainState, ModelSpec]:
     """Train and return ``(model, state, spec)``. With ``checkpoint_dir`` the run writes
     ``last.pt``/``best.pt`` every epoch and resumes from ``last.pt`` when it exists."""
+    ddp = config.distributed and distributed.is_active()
+    if ddp:
+        config = replace(config, device=distributed.device_for(config.device))
     torch.manual_seed(config.seed + seed_offset)
     model, spec = build_detector(config.spec, weights_dir=config.weights_dir,
                                  pretrained_model_path=config.pretrained_model_path)
@@ -104,25 +122,31 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
     model.to(config.device)
     optimizer = build_optimizer(model, params)
     scheduler = build_scheduler(optimizer, params)
+    sampler = distributed.sampler_for(data.train_set, seed=config.seed + seed_offset) if ddp else None
     loader = make_loader(data.train_set, batch_size=config.batch_size, shuffle=True, workers=config.workers,
-                         seed=config.seed + seed_offset)
+                         seed=config.seed + seed_offset, sampler=sampler)
+    main = distributed.is_main() or not ddp  # only rank 0 writes checkpoints and TensorBoard
     hooks: list[Hook] = [EvalHook(make_evaluator(data, config), metric=config.metric)]
     if patience is not None:
         hooks.append(EarlyStopHook(patience))
-    checkpoint = CheckpointHook(checkpoint_dir) if checkpoint_dir is not None else None
+    checkpoint = CheckpointHook(checkpoint_dir) if checkpoint_dir is not None and main else None
     if checkpoint is not None:
         hooks.append(checkpoint)
-    if log_dir is not None:
+    if log_dir is not None and main:
         hooks.append(TensorBoardHook(log_dir))
     hooks.extend(extra_hooks)
-    trainer = Trainer(model, optimizer, scheduler, loader, device=config.device, max_epochs=max_epochs, hooks=hooks,
-                      warmup_iters=config.warmup_iters, amp=config.amp, name=name, progress=config.progress,
-                      seed=config.seed + seed_offset)
-    if checkpoint is not None:
-        trainer.resume(checkpoint.last_path)
+    if ddp:
+        hooks.append(BarrierHook())
+        torch.manual_seed(config.seed + seed_offset + 1000 * distributed.state().rank)  # own augmentation draws
+    trainer = Trainer(distributed.wrap(model, config.device) if ddp else model, optimizer, scheduler, loader,
+                      device=config.device, max_epochs=max_epochs, hooks=hooks, warmup_iters=config.warmup_iters,
+                      amp=config.amp, name=name, progress=config.progress, seed=config.seed + seed_offset)
+    if checkpoint_dir is not None:  # every rank resumes from rank 0's checkpoint
+        trainer.resume(CheckpointHook(checkpoint_dir).last_path)
     state = trainer.train()
-    if checkpoint is not None and checkpoint.best_path.exists():
-        best = torch.load(checkpoint.best_path, map_location="cpu", weights_only=True)
+    best_path = CheckpointHook(checkpoint_dir).best_path if checkpoint_dir is not None else None
+    if best_path is not None and best_path.exists():
+        best = torch.load(best_path, map_location="cpu", weights_only=True)
         model.load_state_dict(best)
     log.info("%s: %s; best %s %.4f at epoch %d", name, trainer.stop_reason, config.metric, state.best_score,
              state.best_epoch)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..fileio import write_with
+from .distributed import unwrap
 from .trainer import Hook, Trainer
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class CheckpointHook(Hook):
 
     def after_epoch(self, trainer: Trainer) -> None:
         if self.save_best and trainer.metrics.get("improved"):
-            weights = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+            weights = {k: v.detach().cpu() for k, v in unwrap(trainer.model).state_dict().items()}
             write_with(self.best_path, lambda tmp: torch.save(weights, tmp))
         state = trainer.state_dict()
         state["state"]["history"] = [*trainer.state.history, dict(trainer.metrics)]

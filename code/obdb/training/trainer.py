@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .distributed import unwrap
 from .optim import set_lr, warmup_factor
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,13 @@ class Trainer:
 
     # --- checkpoint state -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "state": self.state.to_dict(), "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
+        unwrap(self.model).load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.scaler and checkpoint.get("scaler"):
@@ -136,6 +137,9 @@ class Trainer:
         if self.seed is not None and generator is not None:
             # the shuffle order depends on the epoch alone, so a resumed run sees the same batches
             generator.manual_seed(self.seed + self.state.epoch)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler: each epoch its own shard order
+            sampler.set_epoch(self.state.epoch)
         totals: dict[str, float] = {}
         steps = 0
         bar = tqdm(self.train_loader, desc=f"{self.name} epoch {self.state.epoch + 1}/{self.max_epochs}",

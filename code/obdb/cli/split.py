@@ -1,0 +1,60 @@
+"""``obdb split``: make (or check) the split of a settings file alone, with its report.
+
+Runs load → split → report, exactly as the runner would split, and prints a summary. The report
+is written for every ``split.method`` (for ``group``/``random``/``file`` too), so a split can be
+judged for balance and leakage before training on it.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from .common import EXIT_OK, add_common, guarded, setup_logging
+
+
+def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Split the images of a settings file into train/val (or folds) and write the "
+        "manifest and its report (class/cluster counts, divergences, leakage check, t-SNE figures) under "
+        "<save_dir>/splits/.")
+    parser.add_argument("-f", "--settings", required=True, help="settings JSON file")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="override settings, e.g. split.method=tsne split.tsne.folds=5 (value parsed as JSON)")
+    parser.add_argument("--tasks", metavar="KEY", help="use another task list of the file, e.g. annotations_list_4k")
+    add_common(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
+    args = build_parser(prog).parse_args(argv)
+    setup_logging(args.log_level)
+
+    def body() -> int:
+        from .. import pipeline
+        from ..outputs import check_writable
+        from ..settings import load_settings
+        from ..split import split_for_run
+        from ..split.report import summary_lines
+
+        settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
+        paths = pipeline.run_paths(settings)
+        check_writable(paths.save_dir)
+        annotations = pipeline.load_annotations(settings, args.progress)
+        if not annotations.records:
+            raise pipeline.RunError("no usable images: every image was skipped or no task matched annotations_list")
+        pipeline.choose_class_map(settings, annotations)  # count only the boxes a model would train on
+        outcome = split_for_run(annotations.records, settings, save_dir=paths.save_dir, progress=args.progress,
+                                report=True, log_summary=False)
+        assert outcome.report is not None
+        print("\n".join(summary_lines(outcome.report)))
+        if outcome.manifest.folds:
+            print(f"  k-fold: {outcome.manifest.params.get('folds')} folds, fold "
+                  f"{outcome.manifest.params.get('fold')} is val")
+        print(f"manifest: {outcome.manifest_file}")
+        print(f"report:   {outcome.report_files['report']}")
+        figures = [str(outcome.report_files[k]) for k in ("tsne", "divergence", "thumbnails")
+                   if k in outcome.report_files]
+        print(f"figures:  {', '.join(figures)}")
+        return EXIT_OK
+
+    return guarded(body)
