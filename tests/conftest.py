@@ -21,6 +21,18 @@ sys.path.insert(0, str(ROOT / "code"))
 from obdb.sources.cvat_xml import CvatBox, CvatImage, write_cvat_xml  # noqa: E402
 
 LABELS = ("red", "blue")
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"  # the machine's PostgreSQL (trust auth)
+
+
+def postgres_up() -> bool:
+    """Whether the PostgreSQL the storage tests use answers (CI starts it)."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: no server here
+        return False
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220)}
 
 

@@ -36,7 +36,6 @@ tile count) it joins its neighbour's block instead: overlapping pixels never str
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import logging
 import shutil
@@ -53,7 +52,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from obdb.fileio import read_json, write_json, write_with
+from obdb.fileio import file_sha256, read_json, write_json, write_with
 from obdb.records import AnnotationSet
 from obdb.sources.cvat_xml import CvatBox, CvatImage, write_cvat_xml
 from obdb.sources.voc import parse_voc
@@ -89,16 +88,9 @@ class DemoError(RuntimeError):
     """The demo data cannot be built (download failed, checksum mismatch, unexpected wheel)."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _verify(path: Path) -> None:
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != DEMO_WHEEL_SHA256:
         raise DemoError(f"{path}: sha256 mismatch: expected {DEMO_WHEEL_SHA256}, got {actual}. "
                         f"This is not the published {DEMO_WHEEL}; delete it and retry.")

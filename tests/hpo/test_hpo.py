@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Sequence
@@ -331,20 +332,12 @@ def test_redact_hides_passwords(url: str, expected: str) -> None:
 
 
 # --- PostgreSQL (the storage several workers share) -------------------------------------------
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import PG_URL, postgres_up  # noqa: E402
 
 
-def _postgres_up() -> bool:
-    try:
-        import psycopg
 
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: no server here
-        return False
-
-
-@pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL on 127.0.0.1:5432 (CI starts one)")
+@pytest.mark.skipif(not postgres_up(), reason="no PostgreSQL on 127.0.0.1:5432 (CI starts one)")
 def test_search_on_postgresql_continues_across_reruns() -> None:
     import uuid
 

@@ -26,24 +26,14 @@ from obdb.hpo.coordination import DatabaseLock, claim_final
 from obdb.hpo.storage import ENV_VAR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import tiny_settings  # noqa: E402
+from conftest import PG_URL, postgres_up, tiny_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("fake_worker.py")
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def _postgres_up() -> bool:
-    try:
-        import psycopg
 
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: no server here
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL on 127.0.0.1:5432 (CI starts one)")
+pytestmark = pytest.mark.skipif(not postgres_up(), reason="no PostgreSQL on 127.0.0.1:5432 (CI starts one)")
 
 
 @pytest.fixture()

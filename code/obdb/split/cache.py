@@ -13,7 +13,6 @@ entry is recomputed (with a warning), never trusted.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..fileio import read_json, write_json, write_with
+from ..fileio import file_sha256, read_json, write_json, write_with
 from ..records import ImageRecord, stable_hash
 from .base import SplitError
 from .features import FeatureExtractor, crop_boxes
@@ -34,13 +33,6 @@ log = logging.getLogger(__name__)
 HASH_INDEX = "content_hashes.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FeatureCache:
