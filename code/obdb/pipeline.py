@@ -99,6 +99,11 @@ def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet
     return loaded
 
 
+def require_records(annotations: AnnotationSet) -> None:
+    if not annotations.records:
+        raise RunError("no usable images: every image was skipped or no task matched annotations_list")
+
+
 def choose_class_map(settings: Settings, annotations: AnnotationSet) -> ClassMap:
     """The settings' class map when given (model indices must not depend on the data), else the
     data's labels sorted by name. Boxes of labels outside the map are dropped, with a count."""
@@ -117,8 +122,7 @@ def choose_class_map(settings: Settings, annotations: AnnotationSet) -> ClassMap
 
 def prepare_data(settings: Settings, paths: RunPaths, progress: bool = True) -> PreparedData:
     annotations = load_annotations(settings, progress)
-    if not annotations.records:
-        raise RunError("no usable images: every image was skipped or no task matched annotations_list")
+    require_records(annotations)
     class_map = choose_class_map(settings, annotations)
     if not any(len(r.boxes) for r in annotations.records):
         raise RunError(f"no boxes with the labels {list(class_map.names)} remain: nothing to train on")

@@ -33,6 +33,15 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def add_settings_args(parser: argparse.ArgumentParser, example: str) -> None:
+    """``-f SETTINGS``, ``key.path=value`` overrides and ``--tasks``: how every command that
+    works on a settings file reads it. ``example`` shows overrides that fit the command."""
+    parser.add_argument("-f", "--settings", required=True, help="settings JSON file")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help=f"override settings, e.g. {example} (value parsed as JSON)")
+    parser.add_argument("--tasks", metavar="KEY", help="use another task list of the file, e.g. annotations_list_4k")
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--progress", type=parse_bool, default=True, metavar="BOOL",

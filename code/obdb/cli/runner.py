@@ -5,7 +5,7 @@ import argparse
 import logging
 from typing import Sequence
 
-from .common import EXIT_OK, add_common, guarded, setup_logging
+from .common import EXIT_OK, add_common, add_settings_args, guarded, setup_logging
 
 log = logging.getLogger("obdb")
 
@@ -14,10 +14,7 @@ def build_parser(prog: str = "torch_model_runner.py") -> argparse.ArgumentParser
     parser = argparse.ArgumentParser(
         prog=prog, description="Search hyperparameters and train the final model for every variant of a "
         "settings file. Rerunning the same command resumes an interrupted run.")
-    parser.add_argument("-f", "--settings", required=True, help="settings JSON file")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
-                        help="override settings, e.g. train.batch_size=2 resnet18.run_hpo=0 (value parsed as JSON)")
-    parser.add_argument("--tasks", metavar="KEY", help="use another task list of the file, e.g. annotations_list_4k")
+    add_settings_args(parser, "train.batch_size=2 resnet18.run_hpo=0")
     parser.add_argument("--variants", metavar="A,B", help="train only these variants (comma separated)")
     parser.add_argument("--check", action="store_true", help="validate settings and data, train nothing")
     add_common(parser)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from .common import EXIT_OK, add_common, guarded, setup_logging
+from .common import EXIT_OK, add_common, add_settings_args, guarded, setup_logging
 
 
 def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
@@ -17,10 +17,7 @@ def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
         prog=prog, description="Split the images of a settings file into train/val (or folds) and write the "
         "manifest and its report (class/cluster counts, divergences, leakage check, t-SNE figures) under "
         "<save_dir>/splits/.")
-    parser.add_argument("-f", "--settings", required=True, help="settings JSON file")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
-                        help="override settings, e.g. split.method=tsne split.tsne.folds=5 (value parsed as JSON)")
-    parser.add_argument("--tasks", metavar="KEY", help="use another task list of the file, e.g. annotations_list_4k")
+    add_settings_args(parser, "split.method=tsne split.tsne.folds=5")
     add_common(parser)
     return parser
 
@@ -40,8 +37,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
         paths = pipeline.run_paths(settings)
         check_writable(paths.save_dir)
         annotations = pipeline.load_annotations(settings, args.progress)
-        if not annotations.records:
-            raise pipeline.RunError("no usable images: every image was skipped or no task matched annotations_list")
+        pipeline.require_records(annotations)
         pipeline.choose_class_map(settings, annotations)  # count only the boxes a model would train on
         outcome = split_for_run(annotations.records, settings, save_dir=paths.save_dir, progress=args.progress,
                                 report=True, log_summary=False)
