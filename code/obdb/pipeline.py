@@ -22,7 +22,7 @@ from .models import ModelError, ModelSpec, resolve_variant, save_model
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
-from .sources.local import load_local
+from .sources.factory import source_from_settings
 from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed
 from .training.fit import FitConfig, FitData, fit, resolve_device
@@ -84,11 +84,7 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
 # --- stage 1: data -------------------------------------------------------------------------------
 def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet:
     data = settings.data
-    annotations = [Path(p) for p in data.annotations] or [Path(settings.dataset_dir) / "annotations"]
-    images_dir = Path(data.images_dir or settings.dataset_dir)
-    loaded = load_local(annotations, images_dir=images_dir, tasks=settings.annotations_list or None,
-                        keep_empty=data.keep_empty, label_map=data.label_map, group_regex=data.group_regex,
-                        progress=progress)
+    loaded = source_from_settings(settings, progress=progress).load()
     if data.excluded_frames:
         excluded = set(data.excluded_frames)
         kept = [r for r in loaded.records

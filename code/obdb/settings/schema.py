@@ -83,10 +83,40 @@ class VariantSettings(StrictModel):
     head: Optional[Literal["faster_rcnn", "retinanet", "fcos"]] = None
 
 
+class MongoSettings(StrictModel):
+    """``data.mongo``: the original system's MongoDB layout (database ``annotations``).
+
+    No password here: it comes from ``MONGODB_URI`` / ``MONGODB_PASSWORD`` /
+    ``MONGODB_PASSWORD_FILE`` in the environment (see obdb.mongo.connection)."""
+
+    uri: Optional[str] = Field(None, description="mongodb:// URI without a password; env MONGODB_URI wins")
+    host: str = "localhost"
+    port: int = Field(27017, ge=1, le=65535)
+    username: Optional[str] = None
+    auth_source: str = "admin"
+    database: str = Field("annotations", min_length=1)
+    timeout_s: float = Field(10.0, gt=0, le=600)
+    retries: int = Field(4, ge=0, le=50)
+
+
+class CvatSettings(StrictModel):
+    """``data.cvat``: train straight from CVAT tasks (``annotations_list`` names them).
+
+    Credentials come from ``CVAT_URL`` / ``CVAT_USERNAME`` / ``CVAT_PASSWORD`` (or
+    ``CVAT_ACCESS_TOKEN``) in the environment, never from this file."""
+
+    url: Optional[str] = Field(None, description="server URL; env CVAT_URL wins")
+    cache_dir: Optional[str] = Field(None, description="downloaded frames and annotations; default <save_dir>/cvat_cache")
+    offline: bool = Field(False, description="use only the cache (no server needed)")
+    allow_version_mismatch: bool = False
+
+
 class DataSettings(StrictModel):
     """Where annotations come from. Relative paths are taken from the working directory."""
 
-    source: Literal["local"] = "local"
+    source: Literal["local", "mongo", "cvat"] = "local"
+    mongo: MongoSettings = Field(default_factory=MongoSettings)
+    cvat: CvatSettings = Field(default_factory=CvatSettings)
     annotations: list[str] = Field(default_factory=list,
                                    description="annotation files or folders; default <dataset_dir>/annotations")
     images_dir: Optional[str] = Field(None, description="default: dataset_dir")
