@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Push model predictions to CVAT. Not part of this release yet: it exits with a message saying so."""
+"""Push model predictions and ground truth to CVAT (same as ``obdb annotate``); see ``--help``."""
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from obdb.cli.annotate import main  # noqa: E402
 
 if __name__ == "__main__":
-    print("error: auto_annotate.py is not available in this version of obdb yet "
-          "(CVAT upload is being built); no CVAT task was touched", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())

@@ -20,6 +20,9 @@ sys.path.insert(0, str(ROOT / "code"))
 
 from obdb.sources.cvat_xml import CvatBox, CvatImage, write_cvat_xml  # noqa: E402
 
+sys.path.append(str(ROOT / "tests"))  # test helper packages (fake_cvat)
+from fake_cvat.fixtures import fake_cvat  # noqa: E402,F401 - the fake CVAT server fixture
+
 LABELS = ("red", "blue")
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"  # the machine's PostgreSQL (trust auth)
 
@@ -107,3 +110,109 @@ def settings_file(tiny_data: Path, tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# --------------------------------------------------------------------------- MongoDB
+# SecantusDB (a MongoDB wire-protocol server, test-only dependency) runs as a subprocess so a test
+# can stop its own server ("server down") and one storage folder is only ever opened by one server.
+# With MONGODB_URI set, the same tests run against that server instead.
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SecantusServer:
+    """``python -m secantus`` on a free 127.0.0.1 port; ``uri`` once it answers, ``stop()`` to end it."""
+
+    def __init__(self, storage: Path, port: int | None = None, timeout: float = 60.0,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.port = port or free_port()
+        self.uri = f"mongodb://127.0.0.1:{self.port}/"
+        storage.mkdir(parents=True, exist_ok=True)
+        self.log = storage.parent / f"{storage.name}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--storage-path", str(storage), "--log-level", "WARNING", *extra_args],
+                stdout=log, stderr=subprocess.STDOUT)
+        self._wait(timeout)
+
+    def _wait(self, timeout: float) -> None:
+        import pymongo
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"SecantusDB exited with {self.process.returncode}: "
+                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
+                    client.admin.command("ping")
+                return
+            except pymongo.errors.OperationFailure:  # it answered (refusing an unauthenticated ping)
+                return
+            except pymongo.errors.PyMongoError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"SecantusDB did not answer on {self.uri} within {timeout:.0f} s")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory):
+    """URI of the tests' MongoDB server (no password in it unless MONGODB_URI carries one)."""
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"]
+        return
+    server = SecantusServer(tmp_path_factory.mktemp("mongo") / "data")
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def mongo_db(mongo_server: str):
+    """A fresh, uniquely named database on the test server, dropped afterwards."""
+    import pymongo
+
+    client = pymongo.MongoClient(mongo_server, tz_aware=True, serverSelectionTimeoutMS=10000)
+    name = f"obdb_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield client[name]
+    finally:
+        client.drop_database(name)
+        client.close()
+
+
+@pytest.fixture()
+def mongo_settings(mongo_server: str) -> Callable[[str], dict[str, Any]]:
+    """``mongo_settings(db_name)`` → a ``data.mongo`` settings block for the test server.
+
+    Without MONGODB_URI in the environment the URI goes into the block; with it, the block leaves
+    the URI out (MONGODB_URI wins anyway and may carry a password, which settings must not)."""
+
+    def block(db_name: str) -> dict[str, Any]:
+        settings: dict[str, Any] = {"database": db_name, "timeout_s": 5.0, "retries": 1}
+        if not os.environ.get("MONGODB_URI"):
+            settings["uri"] = mongo_server
+        return settings
+
+    return block

@@ -26,6 +26,25 @@ def test_subcommand_reaches_the_runner(tmp_path: Path, capsys: pytest.CaptureFix
     assert "settings file not found" in capsys.readouterr().err
 
 
+def test_review_command_is_listed_and_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "review" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["review", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--folds", "--epochs", "--out", "--top"))
+
+
+def test_test_model_report_flags_are_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--out", "--show-case", "--num-disp", "--iou", "--score-threshold", "--no-plots", "-o"):
+        assert flag in out, flag
+
+
 @pytest.mark.parametrize("text,value", [("False", False), ("no", False), ("0", False), ("TRUE", True), ("yes", True)])
 def test_parse_bool(text: str, value: bool) -> None:
     assert parse_bool(text) is value
@@ -47,3 +66,11 @@ def test_test_model_refuses_a_pickle(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and str(bad) in result.stderr
+
+
+def test_test_model_refuses_overrides_without_a_settings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not read: the arguments are checked first")
+    assert main(["test", "-m", str(model), "train.batch_size=2"]) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size=2" in err and "no -f SETTINGS" in err

@@ -173,3 +173,129 @@ def test_loader_augmentation_is_deterministic_with_seed_and_workers(records: lis
     ids_b, images_b = _epoch(b)
     assert ids_a == ids_b
     assert all(torch.equal(x, y) for x, y in zip(images_a, images_b))
+
+
+# --- images at the network's input size and the shared image cache --------------------------
+from torchvision.models.detection.transform import GeneralizedRCNNTransform  # noqa: E402
+
+from obdb.dataset import EarlySubsetSampler  # noqa: E402
+from obdb.image_cache import INDEX, ImageCache, network_size  # noqa: E402
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+@pytest.mark.parametrize(("height", "width", "min_size", "max_size"), [
+    (400, 400, 192, 192), (2472, 2299, 800, 1333), (1080, 1920, 800, 1333), (1080, 1920, 600, 800),
+    (401, 333, 193, 511), (37, 1000, 64, 128), (100, 50, 300, 500),
+])
+def test_network_size_is_the_detector_size_and_a_fixed_point(height: int, width: int, min_size: int,
+                                                             max_size: int) -> None:
+    transform = GeneralizedRCNNTransform(min_size, max_size, MEAN, STD).eval()
+    size = network_size(height, width, min_size, max_size)
+    full, _ = transform([torch.rand(3, height, width)])
+    assert full.image_sizes[0] == size  # what the model makes of the full image
+    already = torch.rand(3, *size)
+    out, _ = transform([already])
+    assert out.image_sizes[0] == size  # a pre-resized image is not resized a second time
+    normalized = (already - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    torch.testing.assert_close(out.tensors[0, :, :size[0], :size[1]], normalized)
+
+
+def _big_records(tmp_path: Path, count: int = 3) -> list[ImageRecord]:
+    out = []
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = tmp_path / f"big{i}.png"
+        pixels = np.random.default_rng(10 + i).integers(0, 256, size=(60, 80 + 8 * i, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path)
+        out.append(ImageRecord(f"big{i}", path, 80 + 8 * i, 60, np.array([[8, 6, 40, 30], [50, 20, 78, 58]],
+                                                                           np.float32), ["car", "person"]))
+    return out
+
+
+def test_resized_items_match_what_the_model_would_see(tmp_path: Path) -> None:
+    records = _big_records(tmp_path)
+    full = DetectionDataset(records, CLASSES, train=False)
+    small = DetectionDataset(records, CLASSES, train=False, size=(30, 60))
+    transform = GeneralizedRCNNTransform(30, 60, MEAN, STD).eval()
+    for index in range(len(records)):
+        image, target = full[index]
+        resized, resized_target = small[index]
+        expected, expected_targets = transform([image], [dict(target)])
+        got, got_targets = transform([resized], [dict(resized_target)])
+        assert got.image_sizes == expected.image_sizes
+        height, width = got.image_sizes[0]
+        # the same pixels up to uint8 rounding (half a grey level, after normalisation)
+        assert (got.tensors - expected.tensors)[..., :height, :width].abs().max() <= 0.5 / 255 / min(STD) + 1e-5
+        torch.testing.assert_close(got_targets[0]["boxes"], expected_targets[0]["boxes"], atol=1e-3, rtol=0)
+        sx, sy = small.scale(index)
+        back = resized_target["boxes"] / torch.tensor([sx, sy, sx, sy])
+        torch.testing.assert_close(back, target["boxes"])  # the scaling is exactly undone
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_image_cache_returns_identical_tensors_to_the_uncached_path(tmp_path: Path, on_disk: bool) -> None:
+    records = _big_records(tmp_path / "images")
+    cache = ImageCache.build(records, 30, 60, root=tmp_path / "cache" if on_disk else None, progress=False)
+    uncached = DetectionDataset(records, CLASSES, train=False, size=(30, 60))
+    cached = DetectionDataset(records, CLASSES, train=False, image_cache=cache)
+    for index in range(len(records)):
+        (a, ta), (b, tb) = uncached[index], cached[index]
+        assert a.shape[-2:] == network_size(60, 80 + 8 * index, 30, 60)
+        assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"])
+        assert torch.equal(ta["labels"], tb["labels"])
+        assert cached.scale(index) == uncached.scale(index)
+        assert cached.original_size(index) == (60, 80 + 8 * index)
+    # augmentation draws the same flips and jitter on both paths
+    for dataset in (uncached, cached):
+        dataset.train, dataset.hflip_prob = True, 0.5
+    torch.manual_seed(5)
+    first = [uncached[i] for i in range(3) for _ in range(2)]
+    torch.manual_seed(5)
+    second = [cached[i] for i in range(3) for _ in range(2)]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"]) for a, b in zip(first, second))
+    # an item is a copy: changing it leaves the cache as it was
+    image = cache.image(0)
+    image.zero_()
+    assert cache.image(0).any()
+
+
+def test_image_cache_is_reused_and_rebuilt_when_an_image_changes(tmp_path: Path) -> None:
+    records = _big_records(tmp_path / "images")
+    root = tmp_path / "cache"
+    first = ImageCache.build(records, 30, 60, root=root, progress=False)
+    assert first.folder is not None and (first.folder / INDEX).is_file()
+    assert first.__getstate__()["_array"] is None  # loader workers reopen the memory map, no copy
+    stamp = (first.folder / INDEX).stat().st_mtime_ns
+    again = ImageCache.build(records, 30, 60, root=root, progress=False)
+    assert again.folder == first.folder and (again.folder / INDEX).stat().st_mtime_ns == stamp
+    assert torch.equal(again.image(2), first.image(2))
+    Image.fromarray(np.zeros((60, 96, 3), np.uint8)).save(records[2].path)  # the file changes
+    changed = ImageCache.build(records, 30, 60, root=root, progress=False)
+    assert changed.folder != first.folder and not changed.image(2).any()
+    assert ImageCache.build(records, 40, 60, root=root, progress=False).folder not in (first.folder, changed.folder)
+    assert not list(root.glob(".*tmp"))
+
+
+def test_image_cache_build_leaves_nothing_when_it_fails(tmp_path: Path) -> None:
+    records = _big_records(tmp_path / "images")
+    records[1].path.write_bytes(b"not an image")
+    with pytest.raises(Exception):
+        ImageCache.build(records, 30, 60, root=tmp_path / "cache", progress=False)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_early_subset_sampler_uses_a_fresh_subset_then_everything() -> None:
+    sampler = EarlySubsetSampler(10, epochs=2, fraction=0.3, seed=4)
+    seen = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        indices = list(sampler)
+        assert len(indices) == len(sampler) == (3 if epoch < 2 else 10)
+        assert len(set(indices)) == len(indices) and set(indices) <= set(range(10))
+        seen.append(indices)
+    assert seen[0] != seen[1]
+    sampler.set_epoch(1)
+    assert list(sampler) == seen[1]  # the order depends on seed and epoch alone (resume)
+    with pytest.raises(ValueError, match="fraction"):
+        EarlySubsetSampler(10, epochs=1, fraction=0.0, seed=0)

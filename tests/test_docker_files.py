@@ -77,6 +77,16 @@ def test_compose_config_parses_with_the_documented_env_file(tmp_path: Path, exam
     assert trainer["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert trainer["environment"]["POSTGRES_HOST"] == "postgres"
 
+    # MongoDB: official image, login required, data in a named volume, published on 127.0.0.1 only;
+    # the trainer reaches it by service name with the password from the same secret
+    mongo = services["mongo"]
+    assert mongo["image"].startswith("mongo:") and "--auth" in mongo["command"]
+    assert [(p["host_ip"], int(p["target"])) for p in mongo["ports"]] == [("127.0.0.1", 27017)]
+    assert {v["type"]: v["source"] for v in mongo["volumes"]} == {"volume": "mongo-data"}
+    assert trainer["environment"]["MONGODB_HOST"] == "mongo"
+    assert trainer["environment"]["MONGODB_PASSWORD_FILE"] == "/run/secrets/mongo_password"
+    assert "mongo_password" in {s["source"] for s in trainer["secrets"]}
+
     # passwords only as Docker secrets from the environment (the gitignored docker/.env)
     assert config["secrets"]["postgres_password"]["environment"] == "POSTGRES_PASSWORD"
     assert config["secrets"]["mongo_password"]["environment"] == "MONGO_PASSWORD"
@@ -95,6 +105,19 @@ def test_compose_without_gpu_file_and_with_another_bind_address(tmp_path: Path, 
     config = compose_config(tmp_path, "compose.yaml", env_file=example_env)
     assert "deploy" not in config["services"]["trainer"]
     assert config["services"]["tensorboard"]["ports"][0]["host_ip"] == "0.0.0.0"
+
+
+def test_defaults_without_an_env_file_listen_locally_and_need_logins(tmp_path: Path) -> None:
+    """No env file, no variables: every published port listens on 127.0.0.1 only, MongoDB runs with
+    --auth and PostgreSQL with a password (never trust authentication)."""
+    config = compose_config(tmp_path, "compose.yaml", "compose.gpu.yaml")
+    ports = [(name, p) for name, svc in config["services"].items() for p in svc.get("ports", [])]
+    assert len(ports) == 4 and all(p.get("host_ip") == "127.0.0.1" for _, p in ports), ports
+    mongo = config["services"]["mongo"]
+    assert "--auth" in mongo["command"] and "MONGO_INITDB_ROOT_PASSWORD_FILE" in mongo["environment"]
+    postgres = config["services"]["postgres"]["environment"]
+    assert postgres["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_HOST_AUTH_METHOD" not in postgres and "trust" not in (DOCKER / "compose.yaml").read_text()
 
 
 def test_compose_files_hold_no_passwords_and_env_example_documents_every_variable() -> None:

@@ -166,6 +166,28 @@ def test_unwritable_save_dir_fails_before_training(settings_file, tmp_path: Path
     assert "is not writable" in result.stderr
 
 
+def test_unreachable_study_database_fails_before_anything_is_written(settings_file, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = settings_file(hpo={"pruner": "none", "storage": f"postgresql://optuna:Sesame123@127.0.0.1:{port}/optuna"})
+    result = run_cli(RUNNER, "-f", str(path))
+    assert result.returncode == 2, result.stderr
+    assert f"Optuna storage postgresql://optuna:***@127.0.0.1:{port}/optuna is not reachable" in result.stderr
+    assert "Sesame123" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_settings_error(settings_file, tmp_path: Path) -> None:
+    path = settings_file(train={"batch_size": 3, "workers": 0, "device": "cuda:0", "warmup_iters": 2})
+    result = run_cli(RUNNER, "-f", str(path))
+    assert result.returncode == 2 and "train.device is 'cuda:0' but no CUDA device is available" in result.stderr
+    assert not (tmp_path / "train").exists()
+
+
 def test_missing_task_is_a_clear_error(settings_file, tmp_path: Path) -> None:
     path = settings_file(annotations_list=["gt_train_video00", "gt_train_video0"])
     result = run_cli(RUNNER, "-f", str(path))

@@ -9,56 +9,25 @@ evaluation.
 from __future__ import annotations
 
 import logging
-import warnings
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-try:
-    from torchvision.io import ImageReadMode, decode_image
-except ImportError:  # pragma: no cover - future torchvision without its own decoders
-    ImageReadMode = decode_image = None  # type: ignore[assignment,misc]
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from obdb.image_cache import ImageCache, decode_rgb, image_size_on_disk, network_size, resize_to
 from obdb.records import ClassMap, ImageRecord
 
 log = logging.getLogger(__name__)
+__all__ = ["DetectionDataset", "EarlySubsetSampler", "collate", "decode_rgb", "make_loader"]
 
 Target = dict[str, Tensor]
 
 # Mild on purpose: detectors for aerial / camera-trap data are sensitive to colour cues, and the
 # HPO search should not have to fight an aggressive default. Factors are drawn from [1-x, 1+x].
 PHOTOMETRIC_STRENGTH = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2}
-
-
-def decode_rgb(path: Path) -> Tensor:
-    """Decode an image file to a uint8 ``3×H×W`` RGB tensor.
-
-    ``torchvision.io.decode_image`` (libjpeg-turbo / libpng, no PIL round trip) is tried first
-    because it is markedly faster (~1.7× on a 1080p JPEG); formats it cannot read (TIFF, ...)
-    fall back to PIL. EXIF orientation is *not* applied by either
-    path, so pixels match what annotation tools that ignore EXIF showed.
-
-    torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call; the
-    pinned version still ships them, so that one warning is silenced here instead of flooding
-    logs. Should they be removed, the PIL path takes over.
-    """
-    if decode_image is not None:
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*image decoding.*deprecated",
-                                        category=DeprecationWarning)
-                return decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, ValueError):
-            pass  # unsupported format: PIL below
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.array(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 class DetectionDataset(Dataset[tuple[Tensor, Target]]):
@@ -77,9 +46,18 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
     if ``photometric``, mild brightness / contrast / saturation jitter. Randomness comes from
     torch's RNG, which :func:`make_loader` seeds per worker from its generator.
 
+    ``size=(min_size, max_size)`` returns every image already resized to what the detector's own
+    transform would make of it (:func:`~obdb.image_cache.network_size`), with boxes scaled to
+    match; the model then passes it through unchanged. Predictions on such images are in resized
+    pixels: :meth:`scale` gives the per-image factors to map them back to the record's pixels, in
+    which evaluation is always done. ``image_cache`` (an :class:`~obdb.image_cache.ImageCache` of
+    these records at this size) serves those images without decoding; it returns exactly what the
+    uncached resized path computes.
+
     ``cache_images=True`` keeps decoded uint8 tensors in memory (about ``3·H·W`` bytes per image;
     meant for small data sets). With ``workers > 0`` every worker holds its own cache, filled
-    during the first epoch; :func:`make_loader` keeps workers alive so it survives epochs.
+    during the first epoch; :func:`make_loader` keeps workers alive so it survives epochs. The
+    shared ``image_cache`` is the better choice for a search: built once, shared by all trials.
     """
 
     def __init__(
@@ -91,16 +69,27 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         hflip_prob: float = 0.5,
         photometric: bool = True,
         cache_images: bool = False,
+        size: tuple[int, int] | None = None,
+        image_cache: ImageCache | None = None,
     ) -> None:
         if not 0.0 <= hflip_prob <= 1.0:
             raise ValueError(f"hflip_prob must be in [0, 1], got {hflip_prob}")
+        if image_cache is not None:
+            if size is None:
+                size = (image_cache.min_size, image_cache.max_size)
+            if (image_cache.min_size, image_cache.max_size) != tuple(size) or len(image_cache) != len(records):
+                raise ValueError(f"image cache of {len(image_cache)} images at {image_cache.min_size}/"
+                                 f"{image_cache.max_size} does not match {len(records)} records at size {size}")
         self.records = list(records)
         self.class_map = class_map
         self.train = train
         self.hflip_prob = hflip_prob
         self.photometric = photometric
         self.cache_images = cache_images
+        self.size = tuple(size) if size is not None else None
+        self.image_cache = image_cache
         self._cache: dict[int, Tensor] = {}
+        self._original_sizes: dict[int, tuple[int, int]] = {}
         self._boxes: list[Tensor] = []
         self._labels: list[Tensor] = []
         for record in self.records:
@@ -108,6 +97,10 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
             self._boxes.append(torch.from_numpy(self._checked_boxes(record)))
         self._jitter = v2.ColorJitter(**PHOTOMETRIC_STRENGTH)
         self._size_warned = False
+        if image_cache is not None:  # the decoded sizes are known already: check them all now
+            for index, record in enumerate(self.records):
+                height, width = image_cache.original_size(index)
+                self._check_size(record, height, width)
 
     def _label_indices(self, record: ImageRecord) -> list[int]:
         indices = []
@@ -139,17 +132,45 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
     def __len__(self) -> int:
         return len(self.records)
 
+    def original_size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of record ``index``'s image file as decoded (header only)."""
+        if self.image_cache is not None:
+            return self.image_cache.original_size(index)
+        if index not in self._original_sizes:
+            self._original_sizes[index] = image_size_on_disk(self.records[index].path)
+        return self._original_sizes[index]
+
+    def scale(self, index: int) -> tuple[float, float]:
+        """``(x, y)`` factors from the record's pixels to the pixels this dataset yields."""
+        if self.size is None:
+            return 1.0, 1.0
+        height, width = self.original_size(index)
+        new_height, new_width = network_size(height, width, *self.size)
+        return new_width / width, new_height / height
+
     def load_image(self, index: int) -> Tensor:
-        """The decoded uint8 image of record ``index`` (from the cache when enabled).
+        """The decoded uint8 image of record ``index`` (resized with ``size``; from a cache when
+        enabled).
 
         Callers must not modify the result in place: it may be the cached tensor.
         """
         cached = self._cache.get(index)
         if cached is not None:
             return cached
+        if self.image_cache is not None:
+            return self.image_cache.image(index)  # a fresh tensor each time
         record = self.records[index]
         image = decode_rgb(record.path)
         height, width = image.shape[-2:]
+        self._original_sizes[index] = (int(height), int(width))
+        if self.size is not None:
+            image = resize_to(image, network_size(int(height), int(width), *self.size))
+        self._check_size(record, int(height), int(width))
+        if self.cache_images:
+            self._cache[index] = image
+        return image
+
+    def _check_size(self, record: ImageRecord, height: int, width: int) -> None:
         if (record.width, record.height) != (width, height) and record.width > 0 and not self._size_warned:
             self._size_warned = True  # once per dataset (and worker): a source-wide issue otherwise floods logs
             log.warning(
@@ -157,9 +178,6 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
                 "(further mismatches are not reported)",
                 record.image_id, record.width, record.height, record.path, width, height,
             )
-        if self.cache_images:
-            self._cache[index] = image
-        return image
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         if index < 0:
@@ -167,6 +185,9 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         image_u8 = self.load_image(index)
         boxes = self._boxes[index].clone()
         labels = self._labels[index].clone()
+        if self.size is not None and len(boxes):
+            sx, sy = self.scale(index)
+            boxes = boxes * torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
 
         if self.train and self.hflip_prob > 0 and torch.rand(()).item() < self.hflip_prob:
             image_u8 = image_u8.flip(-1)  # new tensor: the cached image stays untouched
@@ -185,6 +206,39 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
             "image_id": torch.tensor(index, dtype=torch.int64),
         }
         return image, target
+
+
+class EarlySubsetSampler(Sampler[int]):
+    """Shuffled indices of a data set of ``size`` items; in each of the first ``epochs`` epochs
+    only a random ``fraction`` of them (another subset every epoch), then all of them.
+
+    The order depends on ``seed`` and the epoch alone (the trainer calls :meth:`set_epoch`), so a
+    resumed run sees the same batches. This is the cheap-fidelity option of a search trial: early
+    epochs only have to tell promising trials from hopeless ones for the pruner.
+    """
+
+    def __init__(self, size: int, *, epochs: int, fraction: float, seed: int) -> None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self.size = size
+        self.epochs = epochs
+        self.fraction = fraction
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.epoch < self.epochs:
+            return max(1, round(self.size * self.fraction)) if self.size else 0
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + 7919 * self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        return iter(order[:len(self)].tolist())
 
 
 def collate(batch: Sequence[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:

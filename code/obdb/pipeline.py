@@ -13,11 +13,14 @@ from typing import Any, Sequence
 
 import torch
 
-from .fileio import read_json, write_json
+from .fileio import read_json, remove_stale_temps, write_json
 from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, redact, run_search, storage_url,
                   study_name)
 from .hpo.coordination import FinalClaim, claim_final
-from .hpo.storage import is_shared
+from .hpo.storage import StorageUnavailable, check_reachable, is_shared
+from .hpo.warmstart import WarmStart, WarmStartError, previous_search
+from .hpo.warmstart import resolve as resolve_warm_starts
+from .lint import LintError, lint_for_run
 from .models import ModelError, ModelSpec, resolve_variant, save_model
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
@@ -25,7 +28,7 @@ from .settings import HyperParams, Settings
 from .sources.factory import source_from_settings
 from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed
-from .training.fit import FitConfig, FitData, fit, resolve_device
+from .training.fit import EarlySubset, FitConfig, FitData, fit, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,16 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
             problems.append(f"{variant}.run_hpo is 1 but hpo_parameters (or sherpa_parameters) is empty")
         if block.pretrained_model_path and not Path(block.pretrained_model_path).is_file():
             problems.append(f"{variant}.pretrained_model_path: file not found: {block.pretrained_model_path}")
+        elif block.pretrained_model_path:
+            from .models.weights import extract_state_dict, load_weights_file
+
+            try:  # a pickle or a damaged file is refused now, before anything is written
+                extract_state_dict(load_weights_file(block.pretrained_model_path), block.pretrained_model_path)
+            except ModelError as err:
+                problems.append(f"{variant}.pretrained_model_path: {err}")
+    if settings.train.device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append(f"train.device is {settings.train.device!r} but no CUDA device is available "
+                        "(use \"auto\" to train on the CPU when there is none)")
     if problems:
         raise RunError("settings cannot run:\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -118,6 +131,10 @@ def choose_class_map(settings: Settings, annotations: AnnotationSet) -> ClassMap
 
 def prepare_data(settings: Settings, paths: RunPaths, progress: bool = True) -> PreparedData:
     annotations = load_annotations(settings, progress)
+    try:  # before the class map: lint lists the boxes of labels outside it, then drops them
+        lint_for_run(annotations, settings, save_dir=paths.save_dir, progress=progress)
+    except LintError as err:
+        raise RunError(str(err)) from None
     require_records(annotations)
     class_map = choose_class_map(settings, annotations)
     if not any(len(r.boxes) for r in annotations.records):
@@ -165,25 +182,47 @@ def search(settings: Settings, variant: str, data: FitData, config: FitConfig, p
     space = settings.hpo_parameters
     startup = n_startup_trials(settings.num_initial_data_points, len(space), settings.max_num_trials)
     base = block.optimal_hpo_settings or HyperParams()
+    storage = open_storage(url, **heartbeats(settings))
+    hpo = settings.hpo
+    early = EarlySubset(hpo.low_fidelity_epochs, hpo.low_fidelity_fraction) if hpo.low_fidelity_epochs else None
 
     def objective(params: HyperParams, number: int, hooks: Sequence[Any]) -> float:
         _, state, _ = fit(data, config, params, max_epochs=settings.search_epochs, name=f"{variant} trial {number}",
                           log_dir=paths.tensorboard_dir(variant, f"trial-{number:03d}"), extra_hooks=hooks,
-                          seed_offset=number)
+                          seed_offset=number, early_subset=early)
         return state.best_score
 
-    result = run_search(objective, name=study_name(paths.experiment, variant),
-                        storage=open_storage(url, **heartbeats(settings)),
-                        sampler=build_sampler(settings.hpo.sampler, n_startup_trials=startup, seed=settings.seed),
-                        pruner=build_pruner(settings.hpo.pruner, warmup_epochs=settings.hpo.pruner_warmup_epochs,
-                                            max_epochs=settings.search_epochs),
-                        space=space, log_scale=settings.hpo.log_scale, base=base,
-                        warm_start=[block.optimal_hpo_settings] if block.optimal_hpo_settings else [],
+    result = run_search(objective, name=study_name(paths.experiment, variant), storage=storage,
+                        sampler=build_sampler(hpo.sampler, n_startup_trials=startup, seed=settings.seed),
+                        pruner=build_pruner(hpo.pruner, warmup_epochs=hpo.pruner_warmup_epochs,
+                                            max_epochs=settings.search_epochs, startup_trials=hpo.pruner_startup_trials),
+                        space=space, log_scale=hpo.log_scale, base=base,
+                        warm_start=warm_starts(settings, variant, paths, storage, base),
                         max_trials=settings.max_num_trials, timeout=settings.hpo.timeout,
                         recover_stale=url.startswith("sqlite:"), metric=settings.hpo.metric)
     info = {"source": "search", **result.to_json()}
     write_json(paths.best_params_file(variant), {"variant": variant, "metric": settings.hpo.metric, **info})
     return result.params, info
+
+
+def warm_starts(settings: Settings, variant: str, paths: RunPaths, storage: Any, base: HyperParams) -> list[WarmStart]:
+    """What a new study tries first: ``optimal_hpo_settings``, the best parameters of an earlier
+    search of this variant in ``save_dir``, then ``hpo.warm_start_from`` (run_search skips duplicates
+    and queues nothing when the study already has trials)."""
+    block = settings.variant(variant)
+    points = [WarmStart(block.optimal_hpo_settings, "optimal_hpo_settings")] if block.optimal_hpo_settings else []
+    previous = previous_search(paths.best_params_file(variant))
+    if previous is not None:
+        points.append(previous)
+    try:
+        points.extend(resolve_warm_starts(settings.hpo.warm_start_from, storage, base))
+    except WarmStartError as err:
+        raise RunError(str(err)) from None
+    return points
+
+
+def image_cache_dir(settings: Settings, paths: RunPaths) -> Path:
+    return Path(settings.train.cache_dir) if settings.train.cache_dir else paths.save_dir / "image_cache"
 
 
 def heartbeats(settings: Settings) -> dict[str, Any]:
@@ -226,15 +265,14 @@ def train_variant(settings: Settings, variant: str, prepared: PreparedData, path
     spec = model_spec(settings, variant, prepared.class_map.num_classes)
     config = fit_config(settings, variant, spec, progress)
     data = FitData(prepared.train, prepared.val, prepared.class_map, hflip=settings.train.hflip,
-                   photometric=settings.train.photometric, cache_images=settings.train.cache_images)
+                   photometric=settings.train.photometric, cache_images=settings.train.cache_images,
+                   cache_dir=image_cache_dir(settings, paths), progress=progress)
     out = paths.variant_dir(variant)
-    write_json(out / "class_map.json", prepared.class_map.to_json())
-    if settings.wants_hpo(variant):
+    searched = settings.wants_hpo(variant)
+    if searched:  # the search writes best_params.json itself: its result stands even if final training fails
         params, info = distributed.on_rank0(search, settings, variant, data, config, paths)
     else:
         params, info = fixed_params(settings, variant, paths)
-        write_json(paths.best_params_file(variant), {"variant": variant, "params": params.model_dump(),
-                                                     "best_value": None, "trial_number": None, **info})
     claim = claim_final_training(settings, variant, paths)
     if not claim.held:
         return _summary_row(variant, spec, info, {}, paths)
@@ -262,6 +300,11 @@ def train_variant(settings: Settings, variant: str, prepared: PreparedData, path
               "settings_hash": settings_hash(settings), "metric": settings.hpo.metric,
               "best_epoch": state.best_epoch, "val": final_metrics}
     save_model(paths.model_file(variant), model.cpu(), spec, prepared.class_map, extra=header)
+    # written with the model, not before training, so a failed run never leaves them out of step with model.pt
+    write_json(out / "class_map.json", prepared.class_map.to_json())
+    if not searched:
+        write_json(paths.best_params_file(variant), {"variant": variant, "params": params.model_dump(),
+                                                     "best_value": None, "trial_number": None, **info})
     result = {"status": "complete", "variant": variant, "metric": settings.hpo.metric,
               "best_score": state.best_score, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
               "val": final_metrics, "params": params.model_dump(), "split_hash": prepared.split.hash,
@@ -297,7 +340,15 @@ def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: 
         raise RunError(f"--variants names {unknown} that are not in the settings' variants {settings.variants}")
     check_run(settings, chosen)
     paths = run_paths(settings)
+    try:
+        check_reachable(storage_url(settings.hpo.storage, paths.save_dir))
+    except StorageUnavailable as err:
+        raise RunError(str(err)) from None
     check_writable(paths.save_dir)
+    # temp files of writes a killed earlier run left; a write in progress holds a lock on its file, but
+    # with workers on other hosts (a shared study) a lock may not reach across, so only old ones go then
+    shared = is_shared(storage_url(settings.hpo.storage, paths.save_dir))
+    remove_stale_temps(paths.save_dir, min_age_s=600.0 if shared else 2.0)
     distributed.setup()  # under torchrun: join the process group (no-op otherwise)
     handler = attach_log_file(paths.save_dir, paths.experiment + ("" if distributed.is_main() else
                                                                    f"-rank{distributed.state().rank}"))

@@ -1,8 +1,10 @@
-"""Score a saved model (``test_model.py``): COCO mAP@[.5:.95], mAP50 and per-class AP.
+"""Score a saved model (``test_model.py``): COCO metrics plus the evaluation report.
 
 The images come either from the run that trained the model (its settings plus the split manifest
 recorded in the model file, so "val" is exactly the validation set it was selected on) or from
-any annotation files given directly.
+any annotation files given directly. With an output folder the report of
+:mod:`obdb.evaluation.report` is written there; when the run's data came from MongoDB the per-box
+results also go to its ``evaluation_results`` collection.
 """
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from .evaluation import evaluate
+from .dataset import DetectionDataset, make_loader
+from .evaluation import coco_evaluation, match_records, predict
+from .evaluation.report import ReportOptions, write_report
+from .fileio import file_sha256, read_json, write_json
 from .models import load_model
 from .outputs import now
 from .pipeline import RunError, load_annotations, run_paths
-from .records import ClassMap, ImageRecord, drop_unknown_labels
+from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels
 from .settings import Settings
 from .sources.local import load_local
 from .split import SplitManifest, make_split
@@ -32,9 +35,25 @@ def keep_model_labels(records: Sequence[ImageRecord], class_map: ClassMap) -> No
         log.warning("boxes with labels the model does not know are left out: %s", dropped)
 
 
+def lint_like_the_run(annotations: AnnotationSet, settings: Settings, progress: bool) -> None:
+    """Apply the runner's data set checks (without rewriting its lint report), so the images and
+    boxes scored are the ones the model was trained and selected on."""
+    from .lint import lint, settings_class_map
+
+    if not settings.lint.enabled:
+        return
+    result = lint(annotations.records, settings_class_map(settings), settings.lint, skipped=annotations.skipped,
+                  source_dropped_boxes=annotations.dropped_boxes,
+                  cache_file=run_paths(settings).save_dir / "lint" / "image_facts.json", progress=progress)
+    if len(result.records) != len(annotations.records):
+        log.info("data set checks left out %d image(s), as in the run", len(annotations.records) - len(result.records))
+    annotations.records = result.records
+
+
 def records_from_run(settings: Settings, header: dict[str, Any], split: str, progress: bool) -> list[ImageRecord]:
     """The model's own split: the manifest it names, recomputed only when the file is gone."""
     annotations = load_annotations(settings, progress)
+    lint_like_the_run(annotations, settings, progress)
     class_map = ClassMap.from_json(header["class_map"])
     keep_model_labels(annotations.records, class_map)
     if split == "all":
@@ -74,23 +93,61 @@ def records_from_files(annotations: Sequence[Path], images_dir: Path, class_map:
 
 def score(model_path: Path, *, settings: Settings | None, split: str = "val", annotations: Sequence[Path] = (),
           images_dir: Path | None = None, device: str = "auto", batch_size: int = 2, max_detections: int = 100,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, out: Path | None = None, report: ReportOptions | None = None,
+          store_results: bool = True) -> dict[str, Any]:
+    """COCO metrics of the model at ``model_path`` (the returned dict, as ``metrics.json`` holds it).
+
+    With ``out``, the report folder is written there (``report`` options; defaults when None) and
+    the result gains ``report`` (file names). With ``store_results`` and a run whose
+    ``data.source`` is ``mongo``, the per-box rows are also written to MongoDB."""
     model, spec, class_map, header = load_model(model_path)
     if annotations:
         if images_dir is None:
             raise RunError("--annotations needs --images (the folder the annotation files' image names are in)")
         records = records_from_files(annotations, images_dir, class_map, progress)
-        data_desc = {"annotations": [str(a) for a in annotations], "images": str(images_dir)}
+        data_desc: dict[str, Any] = {"annotations": [str(a) for a in annotations], "images": str(images_dir)}
     elif settings is not None:
         records = records_from_run(settings, header, split, progress)
-        data_desc = {"settings_split": split}
+        data_desc = {"settings_split": split, "source": settings.data.source}
     else:
         raise RunError("give either -f SETTINGS (score on the run's split) or --annotations FILES --images DIR")
     torch_device = resolve_device(device)
     set_max_detections(model, max_detections)
     model.to(torch_device)
-    metrics = evaluate(model, records, class_map, device=torch_device, batch_size=batch_size, progress=progress,
-                       max_dets=max_detections)
-    return {"model": str(model_path), "variant": header.get("extra", {}).get("variant"),
-            "model_spec": spec.to_json(), "data": data_desc, "num_images": len(records),
-            "evaluated": now(), "metrics": metrics}
+    loader = make_loader(DetectionDataset(records, class_map, train=False), batch_size=batch_size, shuffle=False,
+                         workers=0)
+    predictions = predict(model, loader, torch_device, progress=progress, desc="evaluate")
+    metrics, curves = coco_evaluation(records, predictions, class_map, max_dets=max_detections)
+    result: dict[str, Any] = {"model": str(model_path), "variant": header.get("extra", {}).get("variant"),
+                              "model_spec": spec.to_json(), "data": data_desc, "num_images": len(records),
+                              "evaluated": now(), "metrics": metrics}
+    if out is None:
+        return result
+    options = report or ReportOptions()
+    matching = match_records(records, predictions, class_map, iou_threshold=options.iou_threshold,
+                             score_threshold=options.score_threshold)
+    files = write_report(Path(out), result, records, matching, curves, options)
+    result["report"] = {name: str(path) for name, path in files.items()}
+    if store_results and settings is not None and not annotations and settings.data.source == "mongo":
+        result["stored"] = store_in_mongo(settings, model_path, split, result, records, matching.boxes)
+        write_json(files["metrics"], {**read_json(files["metrics"]), "stored": result["stored"]})
+    return result
+
+
+def store_in_mongo(settings: Settings, model_path: Path, split: str, result: dict[str, Any],
+                   records: Sequence[ImageRecord], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-box rows to the run's MongoDB (``evaluation_results``), replacing this model's earlier
+    results for the same split."""
+    from .evaluation.store import store_box_results
+    from .mongo.connection import MongoConfigError, MongoUnavailable, connect
+
+    try:
+        db = connect(settings.data.mongo)
+    except (MongoUnavailable, MongoConfigError) as err:
+        raise RunError(f"the report is written ({result['report']['report']}), but the per-box results could "
+                       f"not be stored in MongoDB: {err} (rerun with --store-results false to skip)") from None
+    model_id = file_sha256(model_path)[:16]
+    written = store_box_results(db, rows, records, model_id=model_id, model=str(model_path),
+                                variant=result.get("variant"), split=split, evaluated=result["evaluated"])
+    log.info("%d box result(s) written to MongoDB collection evaluation_results (model_id %s)", written, model_id)
+    return {"collection": "evaluation_results", "model_id": model_id, "documents": written}

@@ -289,6 +289,24 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
     assert trainer.state.epoch == 0 and trainer.state.iteration == 0
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not_torch", "wrong_content"])
+def test_damaged_checkpoint_is_a_clear_error_and_is_left_in_place(tmp_path: Path, damage: str) -> None:
+    from obdb.training import CheckpointError
+
+    make_trainer([CheckpointHook(tmp_path)], max_epochs=1).train()
+    last = tmp_path / "last.pt"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    elif damage == "not_torch":
+        last.write_text('{"epoch": 3}')
+    else:
+        torch.save({"model": {}, "epoch": 3}, last)
+    damaged = last.read_bytes()
+    with pytest.raises(CheckpointError, match=f"checkpoint {last} .*move it away to start this model from scratch"):
+        make_trainer(max_epochs=2).resume(last)
+    assert last.read_bytes() == damaged
+
+
 def test_resume_of_a_finished_run_trains_nothing(tmp_path: Path) -> None:
     make_trainer([EvalHook(weight_evaluate), CheckpointHook(tmp_path)], max_epochs=2).train()
     recorder = Recorder()

@@ -6,12 +6,14 @@ value that must be one of a small set of spellings, or is a ``--flag/--no-flag``
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import traceback
 from typing import Callable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # out of space, quota, or file size limit
 TRUE_WORDS = {"1", "true", "yes", "on", "y", "t"}
 FALSE_WORDS = {"0", "false", "no", "off", "n", "f"}
 
@@ -48,15 +50,22 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="show progress bars (default: true)")
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message is the whole story for the user: no traceback, exit code 2."""
-    from ..models import ModelError
-    from ..pipeline import RunError
-    from ..settings import SettingsError
-    from ..sources.base import SourceError
-    from ..split import SplitError
+_PACKAGE = __name__.rsplit(".", 2)[0]  # "obdb"
+_USER_ERRORS = (("settings.loader", "SettingsError"), ("pipeline", "RunError"), ("sources.base", "SourceError"),
+                ("split.base", "SplitError"), ("models.weights", "ModelError"),
+                ("mongo.connection", "MongoUnavailable"), ("mongo.connection", "MongoConfigError"),
+                ("cvat.connection", "CvatError"), ("annotate.errors", "AnnotateError"),
+                ("training.trainer", "CheckpointError"), ("hpo.storage", "StorageUnavailable"))
 
-    return (SettingsError, RunError, SourceError, SplitError, ModelError, PermissionError, FileNotFoundError)
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is the whole story for the user: no traceback, exit code 2.
+
+    Looked up only in modules already imported (an error cannot come from a module nobody
+    imported), so a bad settings file is reported without importing torch first."""
+    loaded = [getattr(sys.modules[f"{_PACKAGE}.{module}"], name) for module, name in _USER_ERRORS
+              if f"{_PACKAGE}.{module}" in sys.modules]
+    return (*loaded, PermissionError, FileNotFoundError)
 
 
 def guarded(main: Callable[[], int]) -> int:
@@ -69,7 +78,11 @@ def guarded(main: Callable[[], int]) -> int:
     except user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception:  # noqa: BLE001 - last line of defence: show the bug, fail cleanly
+    except Exception as err:  # noqa: BLE001 - last line of defence: show the bug, fail cleanly
+        if isinstance(err, OSError) and err.errno in DISK_FULL:  # not a bug: say which file, keep it short
+            print(f"error: cannot write {err.filename or 'an output'}: {err.strerror}. Free space on that volume "
+                  f"and rerun the same command: completed trials and epochs are kept", file=sys.stderr)
+            return EXIT_FAILURE
         traceback.print_exc()
         print("error: unexpected failure (traceback above); outputs written so far are complete files, "
               "rerun to resume", file=sys.stderr)

@@ -10,6 +10,11 @@ COMMANDS = {
     "run": ("obdb.cli.runner", "train every variant of a settings file (same as torch_model_runner.py)"),
     "test": ("obdb.cli.test_model", "score a saved model (same as test_model.py)"),
     "split": ("obdb.cli.split", "make the train/val split of a settings file and its report, nothing else"),
+    "annotate": ("obdb.cli.annotate", "push predictions / ground truth to CVAT (same as auto_annotate.py)"),
+    "lint": ("obdb.cli.lint", "check the data set of a settings file (images, boxes, duplicates, labels)"),
+    "review": ("obdb.cli.review", "rank suspected label errors with k-fold out-of-sample predictions"),
+    "db": ("obdb.cli.db", "export/import the MongoDB annotations database as mongoexport-compatible JSON lines"),
+    "sync": ("obdb.cli.sync", "pull CVAT tasks into MongoDB (incremental; deleted tasks removed)"),
 }
 
 

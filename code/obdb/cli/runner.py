@@ -26,10 +26,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "torch_model_runner.py")
     setup_logging(args.log_level)
 
     def body() -> int:
-        from .. import pipeline
         from ..settings import load_settings
 
+        # settings first: a broken file is reported in a second, before torch is imported
         settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
+        from .. import pipeline
+
         variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
         if args.check:
             pipeline.check_run(settings, variants or settings.variants)

@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
 
     def body() -> int:
         from .. import pipeline
+        from ..lint import LintError, lint_for_run
         from ..outputs import check_writable
         from ..settings import load_settings
         from ..split import split_for_run
@@ -37,6 +38,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
         paths = pipeline.run_paths(settings)
         check_writable(paths.save_dir)
         annotations = pipeline.load_annotations(settings, args.progress)
+        try:  # lint as the runner does, so this is the split the runner would make
+            lint_for_run(annotations, settings, save_dir=paths.save_dir, progress=args.progress)
+        except LintError as err:
+            raise pipeline.RunError(str(err)) from None
         pipeline.require_records(annotations)
         pipeline.choose_class_map(settings, annotations)  # count only the boxes a model would train on
         outcome = split_for_run(annotations.records, settings, save_dir=paths.save_dir, progress=args.progress,

@@ -1,16 +1,50 @@
-"""``test_model.py`` / ``obdb test``: COCO metrics of a saved model, written as JSON."""
+"""``test_model.py`` / ``obdb test``: COCO metrics of a saved model and its evaluation report.
+
+Writes the metrics JSON (``-o``; default ``<model dir>/eval/<split>_metrics.json``, as before)
+and the report folder (``--out``; default ``<model dir>/eval/<split>/``): metrics.json,
+per_box.csv, per_image.csv, pr_curves.png, confusion_matrix.png, mosaic_<case>.png, report.md.
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Sequence
 
-from .common import EXIT_OK, add_common, guarded, setup_logging
+from .common import EXIT_OK, add_common, guarded, parse_bool, setup_logging
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _iou(text: str) -> float:
+    value = _fraction(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError("the IoU threshold must be above 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def build_parser(prog: str = "test_model.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Score a saved model: COCO mAP@[.5:.95], mAP50, "
-                                     "mAP75 and per-class AP, on the run's split or on given annotation files.")
+                                     "mAP75, per-class AP and the evaluation report (PR curves, confusion "
+                                     "matrix, best/worst images, per-box TP/FP/FN tables), on the run's split "
+                                     "or on given annotation files.")
     parser.add_argument("-m", "--model", required=True, type=Path, help="model.pt written by the runner")
     parser.add_argument("-f", "--settings", help="settings JSON of the run (to score on its split)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="settings overrides")
@@ -20,6 +54,22 @@ def build_parser(prog: str = "test_model.py") -> argparse.ArgumentParser:
     parser.add_argument("--images", type=Path, help="image folder for --annotations")
     parser.add_argument("-o", "--output", type=Path, help="JSON file to write (default: next to the model, "
                         "eval/<split>_metrics.json)")
+    parser.add_argument("--out", type=Path, help="report folder (default: next to the model, eval/<split>/)")
+    parser.add_argument("--show-case", choices=["pass", "fail", "both"], default="both",
+                        help="mosaics of the best (pass), worst (fail) or both sets of images (default: both)")
+    parser.add_argument("--num-disp", type=_count, default=16, metavar="N",
+                        help="images per mosaic (default 16; 0: no mosaics)")
+    parser.add_argument("--iou", type=_iou, default=0.5,
+                        help="IoU a prediction needs to match a ground-truth box in the tables (default 0.5)")
+    parser.add_argument("--score-threshold", type=_fraction, default=0.5,
+                        help="lowest score counted in the tables and mosaics (default 0.5); the COCO metrics "
+                        "always use every prediction")
+    parser.add_argument("--plots", type=parse_bool, default=True, metavar="BOOL",
+                        help="write the figures (default: true)")
+    parser.add_argument("--no-plots", dest="plots", action="store_const", const=False,
+                        help="same as --plots false: tables, metrics.json and report.md only")
+    parser.add_argument("--store-results", type=parse_bool, default=True, metavar="BOOL",
+                        help="with data.source mongo: write per-box results to evaluation_results (default: true)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--max-detections", type=int, default=100)
@@ -32,17 +82,26 @@ def main(argv: Sequence[str] | None = None, prog: str = "test_model.py") -> int:
     setup_logging(args.log_level)
 
     def body() -> int:
+        from ..evaluation.report import ReportOptions
         from ..fileio import write_json
         from ..scoring import score
         from ..settings import load_settings
+        from ..settings.loader import SettingsError
 
         if not args.model.is_file():
             raise FileNotFoundError(f"model file not found: {args.model}")
+        if args.overrides and not args.settings:
+            raise SettingsError(f"{' '.join(args.overrides)!r}: key.path=value overrides change a settings file, "
+                             "but no -f SETTINGS was given")
         settings = load_settings(args.settings, args.overrides) if args.settings else None
+        name = "files" if args.annotations else args.split
+        out = args.out or args.model.parent / "eval" / name
+        options = ReportOptions(show_case=args.show_case, num_disp=args.num_disp, iou_threshold=args.iou,
+                                score_threshold=args.score_threshold, plots=args.plots)
         result = score(args.model, settings=settings, split=args.split, annotations=args.annotations,
                        images_dir=args.images, device=args.device, batch_size=args.batch_size,
-                       max_detections=args.max_detections, progress=args.progress)
-        name = "files" if args.annotations else args.split
+                       max_detections=args.max_detections, progress=args.progress, out=out, report=options,
+                       store_results=args.store_results)
         output = args.output or args.model.parent / "eval" / f"{name}_metrics.json"
         write_json(output, result)
         m = result["metrics"]
@@ -50,6 +109,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "test_model.py") -> int:
         for label, ap in m["per_class"].items():
             print(f"  {label:<20} AP {'-' if ap is None else f'{ap:.4f}'}")
         print(f"written: {output}")
+        print(f"report:  {result['report']['report']}")
         return EXIT_OK
 
     return guarded(body)

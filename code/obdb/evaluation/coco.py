@@ -106,6 +106,17 @@ def coco_metrics(
     *,
     max_dets: int = 100,
 ) -> dict[str, Any]:
+    """COCO bbox metrics (see :func:`coco_evaluation`, which also returns the PR curves)."""
+    return coco_evaluation(records, predictions, class_map, max_dets=max_dets)[0]
+
+
+def coco_evaluation(
+    records: Sequence[ImageRecord],
+    predictions: Sequence[Mapping[str, Any]],
+    class_map: ClassMap,
+    *,
+    max_dets: int = 100,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """COCO bbox metrics of ``predictions`` (one dict per record, same order) against ``records``.
 
     Each prediction holds ``boxes`` (N×4 xyxy pixels), ``scores`` (N) and ``labels`` (N, model
@@ -128,6 +139,9 @@ def coco_metrics(
     AR@``max_dets``. Headline AP is the mean over classes with ground truth, as in COCO.
 
     With no predictions at all, every defined value is 0.0 without running COCOeval.
+
+    The second value holds the precision-recall curves (see :func:`pr_curves`); they are empty
+    when COCOeval did not run.
     """
     if len(predictions) != len(records):
         raise ValueError(f"{len(predictions)} predictions for {len(records)} records; "
@@ -144,8 +158,9 @@ def coco_metrics(
     result["per_class_ap50"] = dict(result["per_class"])
     result.update(num_images=len(records), num_gt_boxes=num_gt, num_predictions=len(detections),
                   num_gt_by_size=_area_counts(records), max_dets=int(max_dets))
+    curves: dict[str, Any] = {"recall": [], "per_class": {}}
     if not detections or not num_gt or not records:
-        return result
+        return result, curves
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress unconditionally
         coco_gt = _coco_from(gt_dict)
@@ -179,4 +194,27 @@ def coco_metrics(
         name = class_map.name(int(category_id))
         result["per_class"][name] = _mean_valid(precision[:, :, k, all_area, last])
         result["per_class_ap50"][name] = _mean_valid(precision[t50, :, k, all_area, last])
-    return result
+    return result, pr_curves(evaluator, class_map)
+
+
+def pr_curves(evaluator: COCOeval, class_map: ClassMap) -> dict[str, Any]:
+    """Interpolated precision at COCO's 101 recall points, per class with ground truth:
+    ``{"recall": [...], "per_class": {name: {"iou50": [...], "iou50_95": [...]}}}``.
+
+    ``iou50`` is the curve at IoU 0.5 (its mean is AP50); ``iou50_95`` averages the curves of the
+    ten IoU thresholds (its mean is AP). Points COCO marks undefined (-1: recall never reached)
+    count as precision 0 there, which is what AP does too."""
+    params = evaluator.params
+    precision = evaluator.eval["precision"]
+    all_area = list(params.areaRngLbl).index("all")
+    t50 = int(np.argmin(np.abs(params.iouThrs - 0.5)))
+    curves: dict[str, Any] = {"recall": [round(float(r), 4) for r in params.recThrs], "per_class": {}}
+    for k, category_id in enumerate(params.catIds):
+        curve = precision[:, :, k, all_area, -1]
+        if not (curve > -1).any():
+            continue  # no ground truth of this class
+        curve = np.where(curve > -1, curve, 0.0)
+        curves["per_class"][class_map.name(int(category_id))] = {
+            "iou50": [round(float(v), 6) for v in curve[t50]],
+            "iou50_95": [round(float(v), 6) for v in curve.mean(axis=0)]}
+    return curves

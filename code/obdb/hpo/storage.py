@@ -54,6 +54,40 @@ def open_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
     return url  # type: ignore[return-value]  # optuna resolves other URL schemes itself
 
 
+class StorageUnavailable(RuntimeError):
+    """The shared study database cannot be reached (message carries no password)."""
+
+
+def check_reachable(url: str, *, attempts: int = 3, timeout_s: int = 10) -> None:
+    """Connect once to a shared database before a run writes anything, so a wrong host, port or
+    password is one clear message in seconds instead of a traceback after the data stage. SQLite
+    files and URLs optuna resolves itself are not checked."""
+    if not url.startswith(("postgresql", "mysql")):
+        return
+    import time
+
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": timeout_s}
+    last = ""
+    for attempt in range(1, attempts + 1):
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect():
+                return
+        except Exception as err:  # noqa: BLE001 - driver errors differ; all mean "not reachable"
+            last = " ".join(str(getattr(err, "orig", None) or err).split())
+        finally:
+            engine.dispose()
+        if attempt < attempts:
+            time.sleep(2 ** (attempt - 1))
+    password = sqlalchemy.engine.make_url(url).password
+    if password:
+        last = last.replace(password, "***")
+    raise StorageUnavailable(f"Optuna storage {redact(url)} is not reachable after {attempts} attempt(s): "
+                             f"{last[:300]}")
+
+
 def is_shared(storage: optuna.storages.BaseStorage | str) -> bool:
     """A database several workers use at once (anything but a SQLite file)."""
     url = storage if isinstance(storage, str) else getattr(storage, "url", "")

@@ -18,8 +18,9 @@ from optuna.trial import TrialState
 from ..settings.schema import HyperParams, ParamRange
 from ..training import Hook, Trainer, TrainingDiverged
 from .coordination import study_lock
-from .space import enqueue_values, suggest
+from .space import suggest
 from .storage import is_shared
+from .warmstart import WarmStart, enqueue
 from .workers import run_shared
 
 log = logging.getLogger(__name__)
@@ -30,18 +31,29 @@ Objective = Callable[[HyperParams, int, Sequence[Hook]], float]
 
 
 class PruneHook(Hook):
-    """Reports the epoch's score to the trial and stops the trial when the pruner says so."""
+    """Reports the epoch's score to the trial and stops the trial when the pruner says so.
+
+    A pruned trial is marked in three places: the Optuna state PRUNED (the dashboard shows it),
+    the user attribute ``pruned_at_epoch``, and the scalar ``trial/pruned_at_epoch`` in the trial's
+    TensorBoard run (through ``trainer.summary``). The last epoch is never pruned: stopping then
+    saves nothing and would turn a finished result into a pruned one.
+    """
 
     def __init__(self, trial: optuna.Trial) -> None:
         self.trial = trial
 
     def after_epoch(self, trainer: Trainer) -> None:
         score = trainer.metrics["score"]
-        self.trial.report(score, trainer.state.epoch)
-        self.trial.set_user_attr("epochs_run", trainer.state.epoch)
-        if self.trial.should_prune():
-            self.trial.set_user_attr("pruned_at_epoch", trainer.state.epoch)
-            raise optuna.TrialPruned(f"pruned after epoch {trainer.state.epoch} with score {score:.4f}")
+        epoch = trainer.state.epoch
+        self.trial.report(score, epoch)
+        self.trial.set_user_attr("epochs_run", epoch)
+        last = getattr(trainer, "max_epochs", None)
+        if (last is None or epoch < last) and self.trial.should_prune():
+            self.trial.set_user_attr("pruned_at_epoch", epoch)
+            summary = getattr(trainer, "summary", None)
+            if summary is not None:
+                summary["trial/pruned_at_epoch"] = float(epoch)
+            raise optuna.TrialPruned(f"pruned after epoch {epoch} with score {score:.4f}")
 
 
 @dataclass
@@ -82,10 +94,13 @@ def recover_stale_trials(study: optuna.Study) -> int:
 def run_search(objective: Objective, *, name: str, storage: optuna.storages.BaseStorage | str,
                sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
                space: Mapping[str, ParamRange], log_scale: list[str], base: HyperParams,
-               warm_start: Sequence[HyperParams] = (), max_trials: int, timeout: float | None = None,
+               warm_start: Sequence[HyperParams | WarmStart] = (), max_trials: int, timeout: float | None = None,
                poll_interval: float | None = None, recover_stale: bool = True, metric: str = "map",
                shared: bool | None = None) -> SearchResult:
     """Run (or continue) the study until it has ``max_trials`` finished trials in total.
+
+    ``warm_start`` points are queued as the first trials of a new study only; continuing a study
+    (a rerun with a higher ``max_trials``) runs just the missing trials.
 
     ``shared`` (default: any storage but a SQLite file) coordinates with other workers on the same
     study through the database: see :mod:`obdb.hpo.workers`."""
@@ -99,8 +114,7 @@ def run_search(objective: Objective, *, name: str, storage: optuna.storages.Base
         if recover_stale and not shared:
             recover_stale_trials(study)
         if not study.trials:
-            for params in warm_start:
-                study.enqueue_trial(enqueue_values(params, space), user_attrs={"warm_start": True})
+            enqueue(study, warm_start, space)
     remaining = max_trials - finished_count(study)
 
     def optuna_objective(trial: optuna.Trial) -> float:

@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..fileio import write_with
+from ..fileio import save_torch
 from ..records import ClassMap
 from .detectors import ModelSpec, assemble_detector
 from .weights import MODEL_FORMAT, ModelError, load_weights_file
@@ -45,7 +45,7 @@ def save_model(path: str | os.PathLike[str], model: nn.Module, spec: ModelSpec, 
               "extra": _jsonable(extra)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, "header": header, "state_dict": state}
-    write_with(path, lambda tmp: torch.save(payload, tmp))
+    save_torch(path, payload)
 
 
 def _check_payload(payload: Any, path: Path) -> dict[str, Any]:

@@ -36,7 +36,11 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
     result = json.loads(json.dumps(raw))
     for item in overrides:
         if "=" not in item:
-            raise SettingsError(f"override {item!r}: expected key.path=value")
+            hint = ""
+            if item.strip().lower() in ("true", "false", "yes", "no", "on", "off", "0", "1"):
+                # "--check False": the original scripts read this as true; here it is refused
+                hint = " (an on/off flag such as --check takes no value: leave the flag out to turn it off)"
+            raise SettingsError(f"override {item!r}: expected key.path=value{hint}")
         path, _, text = item.partition("=")
         keys = [k for k in path.strip().split(".")]
         if not all(keys):
@@ -130,7 +134,10 @@ def load_settings(path: str | Path, overrides: Iterable[str] = (), *, task_list:
         raw = apply_overrides(raw, overrides)
     settings = parse_settings(raw, source=str(path))
     if task_list:
-        settings = select_task_list(settings, task_list)
+        try:
+            settings = select_task_list(settings, task_list)
+        except SettingsError as err:
+            raise SettingsError(f"{path}: {err}") from None
     return settings
 
 
@@ -141,4 +148,8 @@ def select_task_list(settings: Settings, name: str) -> Settings:
     if name not in settings.task_lists:
         known = ", ".join(["annotations_list", *settings.task_lists]) or "annotations_list"
         raise SettingsError(f"task list {name!r} is not in the settings file; known: {known}")
+    if not settings.task_lists[name]:
+        # an empty annotations_list means "every task"; an empty list chosen by name is a mistake
+        raise SettingsError(f"task list {name!r} is empty: name its tasks in the settings file, or leave "
+                            f"--tasks out to use annotations_list")
     return settings.model_copy(update={"annotations_list": list(settings.task_lists[name])})

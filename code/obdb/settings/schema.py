@@ -97,6 +97,8 @@ class MongoSettings(StrictModel):
     database: str = Field("annotations", min_length=1)
     timeout_s: float = Field(10.0, gt=0, le=600)
     retries: int = Field(4, ge=0, le=50)
+    polygons: Literal["bbox", "skip"] = Field("bbox", description="polygon and points shapes: train on "
+                                              "their bounding box, or skip them")
 
 
 class CvatSettings(StrictModel):
@@ -109,6 +111,7 @@ class CvatSettings(StrictModel):
     cache_dir: Optional[str] = Field(None, description="downloaded frames and annotations; default <save_dir>/cvat_cache")
     offline: bool = Field(False, description="use only the cache (no server needed)")
     allow_version_mismatch: bool = False
+    retries: int = Field(4, ge=0, le=50, description="extra tries of a request on connection errors and 5xx")
 
 
 class DataSettings(StrictModel):
@@ -132,6 +135,30 @@ class DataSettings(StrictModel):
                 re.compile(self.group_regex)
             except re.error as err:
                 raise ValueError(f"group_regex is not a valid regular expression: {err}") from None
+        return self
+
+
+class LintSettings(StrictModel):
+    """``lint``: data set checks between loading and the split (see :mod:`obdb.lint`).
+
+    Sizes are pixels of the original image. Bad images are left out and bad boxes dropped or
+    clipped; every change is listed in ``<save_dir>/lint/report.{json,md}``."""
+
+    enabled: bool = True
+    check_decode: bool = Field(True, description="decode every image fully (finds truncated files)")
+    min_image_size: Optional[PositiveInt] = Field(None, description="leave out images narrower or lower than this")
+    max_image_size: Optional[PositiveInt] = Field(None, description="leave out images wider or higher than this")
+    min_box_size: float = Field(1.0, ge=0, le=10000, description="drop boxes narrower or lower than this")
+    duplicate_box_iou: float = Field(0.95, gt=0, le=1, description="same-label boxes overlapping this much: keep one")
+    near_duplicate_hamming: Optional[int] = Field(4, ge=0, le=16, description="64-bit dHash bits; null: no check")
+    drop_near_duplicates: bool = False
+    fix_out_of_bounds: Literal["clip", "drop"] = "clip"
+
+    @model_validator(mode="after")
+    def _size_range(self) -> "LintSettings":
+        if self.min_image_size and self.max_image_size and self.max_image_size < self.min_image_size:
+            raise ValueError(f"max_image_size ({self.max_image_size}) is smaller than min_image_size "
+                             f"({self.min_image_size})")
         return self
 
 
@@ -217,7 +244,9 @@ class TrainSettings(StrictModel):
     hflip: float = Field(0.5, ge=0, le=1)
     photometric: bool = True
     max_detections: PositiveInt = 100
-    cache_images: bool = False
+    cache_images: bool = Field(True, description="decode every image once, at the network's input size, into a "
+                               "cache all trials share (see image_cache.py); false decodes files every epoch")
+    cache_dir: Optional[str] = Field(None, description="image cache folder; default <save_dir>/image_cache")
 
 
 class HpoSettings(StrictModel):
@@ -225,7 +254,13 @@ class HpoSettings(StrictModel):
                                    "The env var OBDB_OPTUNA_STORAGE wins, so passwords stay out of the file.")
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
-    pruner_warmup_epochs: int = Field(1, ge=0)
+    pruner_warmup_epochs: int = Field(1, ge=0, description="epochs a trial runs before it may be pruned")
+    pruner_startup_trials: int = Field(2, ge=0, description="median: completed trials before any pruning")
+    warm_start_from: list[str] = Field(default_factory=list, description="earlier studies (names in the same "
+                                       "storage) or best_params.json files whose best parameters a new study "
+                                       "tries first, after optimal_hpo_settings")
+    low_fidelity_epochs: int = Field(0, ge=0, description="first epochs of a trial trained on a random subset")
+    low_fidelity_fraction: float = Field(0.5, gt=0, le=1, description="share of the training images in those epochs")
     metric: Literal["map", "map50", "map75"] = "map"
     log_scale: list[str] = Field(default_factory=lambda: list(DEFAULT_LOG_SCALE))
     timeout: Optional[float] = Field(None, gt=0, description="seconds; legacy hpo_timeout")
@@ -264,6 +299,7 @@ class Settings(StrictModel):
     class_maps: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     data: DataSettings = Field(default_factory=DataSettings)
+    lint: LintSettings = Field(default_factory=LintSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)

@@ -83,7 +83,9 @@ def probe_image(path: Path) -> tuple[int, int] | str:
                 im.load()
     except UnidentifiedImageError:
         return "not a readable image"
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # a header claiming billions of pixels: never decoded
+        return f"image too large to open safely: {err}"
+    except (OSError, SyntaxError, ValueError) as err:
         return f"corrupt or truncated image: {err}"
     if size[0] <= 0 or size[1] <= 0:
         return f"image has no pixels ({size[0]}x{size[1]})"
@@ -121,10 +123,18 @@ class _Stats:
 
     def __init__(self) -> None:
         self.dropped_boxes = 0
+        self.dropped_examples: list[str] = []  # the first few, so the log names files, not only a count
+        self.empty_files: list[str] = []
         self.label_dropped = 0
         self.empty_left_out = 0
         self.size_mismatch: list[str] = []
         self.ignored: Counter[str] = Counter()
+
+    def drop_box(self, task: str, name: str, label: str, box: tuple[float, ...], width: int, height: int) -> None:
+        self.dropped_boxes += 1
+        if len(self.dropped_examples) < _MAX_EXAMPLES:
+            coords = ", ".join(f"{v:g}" for v in box)
+            self.dropped_examples.append(f"{task}/{name} ({width}x{height}): {label} [{coords}]")
 
 
 def _build_record(parsed: ParsedFile, image: ParsedImage, path: Path, size: tuple[int, int],
@@ -146,12 +156,12 @@ def _build_record(parsed: ParsedFile, image: ParsedImage, path: Path, size: tupl
         x1, x2 = sorted((box.x1, box.x2))
         y1, y2 = sorted((box.y1, box.y2))
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-            stats.dropped_boxes += 1
+            stats.drop_box(parsed.task, image.name, label, (x1, y1, x2, y2), width, height)
             continue
         x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
         y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
         if x2 - x1 < MIN_BOX_SIZE or y2 - y1 < MIN_BOX_SIZE:
-            stats.dropped_boxes += 1
+            stats.drop_box(parsed.task, image.name, label, (box.x1, box.y1, box.x2, box.y2), width, height)
             continue
         boxes.append((x1, y1, x2, y2))
         labels.append(label)
@@ -164,6 +174,42 @@ def _build_record(parsed: ParsedFile, image: ParsedImage, path: Path, size: tupl
         meta={"source_file": str(parsed.path), "format": parsed.format,
               "occluded": occluded, "difficult": difficult},
     )
+
+
+class RecordCollector:
+    """What every source does with a parsed image once it knows the file: probe it, build the
+    record (labels renamed, boxes clipped), keep or leave out a negative, and count what was left
+    out, so local files, MongoDB and CVAT treat images exactly alike."""
+
+    def __init__(self, label_map: dict[str, str | None] | None, regex: re.Pattern[str] | None,
+                 keep_empty: bool) -> None:
+        self.label_map: dict[str, str | None] = dict(label_map or {})
+        self.regex = regex
+        self.keep_empty = keep_empty
+        self.stats = _Stats()
+        self.records: list[ImageRecord] = []
+        self.skipped: list[SkippedImage] = []
+
+    def skip(self, path: Path | str, reason: str) -> None:
+        self.skipped.append(SkippedImage(str(path), reason))
+
+    def missing(self, tried: list[Path]) -> None:
+        self.skip(tried[0], "image file not found (tried " + ", ".join(str(t) for t in tried) + ")")
+
+    def add(self, parsed: ParsedFile, image: ParsedImage, path: Path) -> None:
+        size = probe_image(path)
+        if isinstance(size, str):
+            self.skip(path, size)
+            return
+        record = _build_record(parsed, image, path, size, self.label_map, self.regex, self.stats)
+        if not len(record.boxes) and not self.keep_empty:
+            self.stats.empty_left_out += 1
+            return
+        self.records.append(record)
+
+    def finish(self, n_files: int) -> AnnotationSet:
+        _log_summary(n_files, self.records, self.skipped, self.stats)
+        return AnnotationSet(records=self.records, skipped=self.skipped, dropped_boxes=self.stats.dropped_boxes)
 
 
 def _select_tasks(parsed_files: list[ParsedFile], tasks: list[str] | None) -> list[ParsedFile]:
@@ -206,14 +252,13 @@ def load_local(annotations: list[Path] | Path, *, images_dir: Path, tasks: list[
     if not images_dir.is_dir():
         raise SourceError(f"{images_dir}: images folder does not exist")
 
-    stats = _Stats()
-    records: list[ImageRecord] = []
-    skipped: list[SkippedImage] = []
+    collector = RecordCollector(renames, regex, keep_empty)
+    collector.stats.empty_files = [f"{p.path} (task {p.task})" for p in parsed_files if not p.images]
     owner: dict[str, Path] = {}
     total = sum(len(p.images) for p in parsed_files)
     with tqdm(total=total, desc="checking images", unit="img", disable=not progress) as bar:
         for parsed in parsed_files:
-            stats.ignored.update({f"{parsed.format}:{k}": v for k, v in parsed.ignored.items()})
+            collector.stats.ignored.update({f"{parsed.format}:{k}": v for k, v in parsed.ignored.items()})
             for image in parsed.images:
                 bar.update(1)
                 image_id = f"{parsed.task}/{image.name}"
@@ -223,21 +268,10 @@ def load_local(annotations: list[Path] | Path, *, images_dir: Path, tasks: list[
                 owner[image_id] = parsed.path
                 path, tried = resolve_image(images_dir, image.name)
                 if path is None:
-                    skipped.append(SkippedImage(str(tried[0]), "image file not found (tried "
-                                                + ", ".join(str(t) for t in tried) + ")"))
-                    continue
-                size = probe_image(path)
-                if isinstance(size, str):
-                    skipped.append(SkippedImage(str(path), size))
-                    continue
-                record = _build_record(parsed, image, path, size, renames, regex, stats)
-                if not len(record.boxes) and not keep_empty:
-                    stats.empty_left_out += 1
-                    continue
-                records.append(record)
-
-    _log_summary(len(parsed_files), records, skipped, stats)
-    return AnnotationSet(records=records, skipped=skipped, dropped_boxes=stats.dropped_boxes)
+                    collector.missing(tried)
+                else:
+                    collector.add(parsed, image, path)
+    return collector.finish(len(parsed_files))
 
 
 def _examples(items: list[str]) -> str:
@@ -254,9 +288,14 @@ def _log_summary(n_files: int, records: list[ImageRecord], skipped: list[Skipped
     if skipped:
         logger.warning("skipped %d image(s): %s", len(skipped),
                        _examples([f"{s.path}: {s.reason}" for s in skipped]))
+    if stats.empty_files:
+        logger.warning("%d annotation file(s) hold no images: %s", len(stats.empty_files),
+                       _examples(stats.empty_files))
     if stats.dropped_boxes:
-        logger.warning("dropped %d degenerate box(es) (narrower or lower than %g px after clipping "
-                       "to the image); %d boxes kept", stats.dropped_boxes, MIN_BOX_SIZE, n_boxes)
+        more = stats.dropped_boxes - len(stats.dropped_examples)
+        logger.warning("dropped %d degenerate box(es) (outside the image, or narrower or lower than %g px "
+                       "after clipping to it); %d boxes kept; e.g. %s%s", stats.dropped_boxes, MIN_BOX_SIZE, n_boxes,
+                       "; ".join(stats.dropped_examples), f" (+{more} more)" if more > 0 else "")
     if stats.label_dropped:
         logger.info("dropped %d box(es) whose label maps to nothing in label_map", stats.label_dropped)
     if stats.empty_left_out:

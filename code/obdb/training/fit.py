@@ -7,15 +7,18 @@ checkpoint when there is one, and returns the trained model with its state. Call
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..dataset import DetectionDataset, make_loader
+from ..dataset import DetectionDataset, EarlySubsetSampler, make_loader
 from ..evaluation import coco_metrics, predict
+from ..image_cache import ImageCache, estimated_bytes, fits_on_disk
 from ..models import ModelSpec, build_detector
 from ..records import ClassMap, ImageRecord
 from . import distributed
@@ -28,7 +31,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FitData:
-    """Train and validation records with the class map; the train dataset is built once per run."""
+    """Train and validation records with the class map; the datasets are built once per run and
+    shared by every trial.
+
+    ``cache_images``: decode every image once, at the network's input size, into an
+    :class:`~obdb.image_cache.ImageCache` under ``cache_dir`` (a memory map every process and
+    later run shares; in memory without ``cache_dir``). :func:`fit` sets ``size`` from the model
+    spec. Evaluation maps predictions back to the records' pixels, so metrics keep their meaning.
+    Without enough room (half the free disk, or half the free memory) it warns and decodes from
+    the files as before.
+    """
 
     train_records: Sequence[ImageRecord]
     val_records: Sequence[ImageRecord]
@@ -36,22 +48,67 @@ class FitData:
     hflip: float = 0.5
     photometric: bool = True
     cache_images: bool = False
+    cache_dir: Path | None = None
+    size: tuple[int, int] | None = None
+    progress: bool = True
     _train_set: DetectionDataset | None = field(default=None, repr=False)
     _val_set: DetectionDataset | None = field(default=None, repr=False)
+
+    def use_size(self, min_size: int, max_size: int) -> None:
+        """Serve images at this network input size from the cache (a no-op without caching)."""
+        if self.cache_images and self.size != (min_size, max_size):
+            self.size = (min_size, max_size)
+            self._train_set = self._val_set = None
+
+    def _cache(self, records: Sequence[ImageRecord]) -> ImageCache | None:
+        if not self.cache_images or self.size is None or not records:
+            return None
+        if self.cache_dir is not None:
+            found = ImageCache.find(records, *self.size, root=self.cache_dir)
+            if found is not None:
+                return found
+        needed = estimated_bytes(records, *self.size)
+        roomy = fits_on_disk(self.cache_dir, needed) if self.cache_dir is not None else fits_in_memory(needed)
+        if not roomy:
+            log.warning("image cache of %.1f GB does not fit %s; images are decoded from their files every epoch",
+                        needed / 1e9, self.cache_dir or "in memory")
+            return None
+        return ImageCache.build(records, *self.size, root=self.cache_dir, progress=self.progress)
+
+    def _dataset(self, records: Sequence[ImageRecord], train: bool) -> DetectionDataset:
+        cache = self._cache(records)
+        return DetectionDataset(records, self.class_map, train=train, hflip_prob=self.hflip,
+                                photometric=self.photometric, image_cache=cache,
+                                size=self.size if cache is not None else None)
 
     @property
     def train_set(self) -> DetectionDataset:
         if self._train_set is None:
-            self._train_set = DetectionDataset(self.train_records, self.class_map, train=True, hflip_prob=self.hflip,
-                                               photometric=self.photometric, cache_images=self.cache_images)
+            self._train_set = self._dataset(self.train_records, train=True)
         return self._train_set
 
     @property
     def val_set(self) -> DetectionDataset:
         if self._val_set is None:
-            self._val_set = DetectionDataset(self.val_records, self.class_map, train=False,
-                                             cache_images=self.cache_images)
+            self._val_set = self._dataset(self.val_records, train=False)
         return self._val_set
+
+
+def fits_in_memory(needed: int, share: float = 0.5) -> bool:
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: assume small data sets fit
+        return True
+    return needed <= available * share
+
+
+@dataclass(frozen=True)
+class EarlySubset:
+    """Cheap first epochs of a search trial: a random ``fraction`` of the training images in each
+    of the first ``epochs`` epochs (validation always on the whole validation set)."""
+
+    epochs: int
+    fraction: float
 
 
 @dataclass
@@ -82,6 +139,19 @@ def set_max_detections(model: nn.Module, count: int) -> None:
         model.detections_per_img = count
 
 
+def to_record_pixels(predictions: list[dict[str, np.ndarray]], dataset: DetectionDataset) -> list[dict[str, np.ndarray]]:
+    """Predictions on resized (cached) images mapped back to each record's own pixels, the
+    coordinates of the ground truth that metrics are computed against."""
+    if dataset.size is None:
+        return predictions
+    mapped = []
+    for index, prediction in enumerate(predictions):
+        sx, sy = dataset.scale(index)
+        boxes = prediction["boxes"] / np.array([sx, sy, sx, sy], dtype=np.float32)
+        mapped.append({**prediction, "boxes": boxes.astype(np.float32)})
+    return mapped
+
+
 def make_evaluator(data: FitData, config: FitConfig) -> Any:
     """``evaluate(model) -> metrics`` over the validation set, with one loader for all epochs.
     Under torchrun rank 0 evaluates and the other ranks receive its numbers."""
@@ -91,7 +161,8 @@ def make_evaluator(data: FitData, config: FitConfig) -> Any:
     def evaluate(model: nn.Module) -> dict[str, Any]:
         predictions = predict(distributed.unwrap(model), loader, config.device, progress=config.progress,
                               desc="validate")
-        return coco_metrics(data.val_set.records, predictions, data.class_map, max_dets=config.max_detections)
+        return coco_metrics(data.val_set.records, to_record_pixels(predictions, data.val_set), data.class_map,
+                            max_dets=config.max_detections)
 
     if config.distributed and distributed.is_active():
         return lambda model: distributed.on_rank0(evaluate, model)
@@ -109,12 +180,17 @@ class BarrierHook(Hook):
 
 def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs: int, name: str,
         patience: int | None = None, checkpoint_dir: Path | None = None, log_dir: Path | None = None,
-        extra_hooks: Sequence[Hook] = (), seed_offset: int = 0) -> tuple[nn.Module, TrainState, ModelSpec]:
+        extra_hooks: Sequence[Hook] = (), seed_offset: int = 0,
+        early_subset: EarlySubset | None = None) -> tuple[nn.Module, TrainState, ModelSpec]:
     """Train and return ``(model, state, spec)``. With ``checkpoint_dir`` the run writes
-    ``last.pt``/``best.pt`` every epoch and resumes from ``last.pt`` when it exists."""
+    ``last.pt``/``best.pt`` every epoch and resumes from ``last.pt`` when it exists.
+    ``early_subset`` makes the first epochs cheaper (search trials only, not under torchrun)."""
     ddp = config.distributed and distributed.is_active()
     if ddp:
         config = replace(config, device=distributed.device_for(config.device))
+        if early_subset is not None:
+            raise ValueError("early_subset is for search trials, not for distributed final training")
+    data.use_size(config.spec.min_size, config.spec.max_size)
     torch.manual_seed(config.seed + seed_offset)
     model, spec = build_detector(config.spec, weights_dir=config.weights_dir,
                                  pretrained_model_path=config.pretrained_model_path)
@@ -123,6 +199,9 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
     optimizer = build_optimizer(model, params)
     scheduler = build_scheduler(optimizer, params)
     sampler = distributed.sampler_for(data.train_set, seed=config.seed + seed_offset) if ddp else None
+    if early_subset is not None and early_subset.epochs > 0 and early_subset.fraction < 1.0:
+        sampler = EarlySubsetSampler(len(data.train_set), epochs=early_subset.epochs,
+                                     fraction=early_subset.fraction, seed=config.seed + seed_offset)
     loader = make_loader(data.train_set, batch_size=config.batch_size, shuffle=True, workers=config.workers,
                          seed=config.seed + seed_offset, sampler=sampler)
     main = distributed.is_main() or not ddp  # only rank 0 writes checkpoints and TensorBoard

@@ -11,10 +11,9 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
-from ..fileio import write_with
+from ..fileio import save_torch
 from .distributed import unwrap
 from .trainer import Hook, Trainer
 
@@ -70,7 +69,12 @@ class EarlyStopHook(Hook):
 
 class CheckpointHook(Hook):
     """Writes ``last.pt`` after every epoch (atomically) and ``best.pt`` (weights only) whenever
-    the metric improved. Resuming is :meth:`Trainer.resume` on ``last_path``."""
+    the metric improved. Resuming is :meth:`Trainer.resume` on ``last_path``.
+
+    ``last.pt`` is written first: it commits the epoch. A process killed before that loses the
+    epoch and leaves ``best.pt`` as it was; one killed between the two files left ``best.pt`` an
+    improvement behind, and :meth:`before_train` of the resumed run rewrites it from the resumed
+    weights, which are the best ones when the last finished epoch was the best."""
 
     def __init__(self, folder: Path, save_best: bool = True) -> None:
         self.folder = Path(folder)
@@ -84,18 +88,26 @@ class CheckpointHook(Hook):
     def best_path(self) -> Path:
         return self.folder / "best.pt"
 
+    def before_train(self, trainer: Trainer) -> None:
+        state = trainer.state
+        if self.save_best and state.epoch > 0 and state.best_epoch == state.epoch:
+            self._save_best(trainer)
+
     def after_epoch(self, trainer: Trainer) -> None:
-        if self.save_best and trainer.metrics.get("improved"):
-            weights = {k: v.detach().cpu() for k, v in unwrap(trainer.model).state_dict().items()}
-            write_with(self.best_path, lambda tmp: torch.save(weights, tmp))
         state = trainer.state_dict()
         state["state"]["history"] = [*trainer.state.history, dict(trainer.metrics)]
-        write_with(self.last_path, lambda tmp: torch.save(state, tmp))
+        save_torch(self.last_path, state)
+        if self.save_best and trainer.metrics.get("improved"):
+            self._save_best(trainer)
+
+    def _save_best(self, trainer: Trainer) -> None:
+        save_torch(self.best_path, {k: v.detach().cpu() for k, v in unwrap(trainer.model).state_dict().items()})
 
 
 class TensorBoardHook(Hook):
-    """Losses every ``every`` steps, validation metrics and lr every epoch, under ``log_dir``
-    (one folder per trial or final run so curves of variants and trials are told apart)."""
+    """Losses every ``every`` steps, validation metrics, lr and ``train/data_wait`` every epoch,
+    and ``trainer.summary`` at the end, under ``log_dir`` (one folder per trial or final run so
+    curves of variants and trials are told apart)."""
 
     def __init__(self, log_dir: Path, every: int = 10) -> None:
         self.log_dir = Path(log_dir)
@@ -122,6 +134,8 @@ class TensorBoardHook(Hook):
 
     def after_train(self, trainer: Trainer) -> None:
         if self.writer is not None:
+            for key, value in getattr(trainer, "summary", {}).items():  # stand-in trainers may have none
+                self.writer.add_scalar(key, value, trainer.state.epoch)
             self.writer.add_text("stop_reason", trainer.stop_reason or "finished", trainer.state.epoch)
             self.writer.close()
             self.writer = None

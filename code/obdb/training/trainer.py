@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -20,6 +21,9 @@ from .distributed import unwrap
 from .optim import set_lr, warmup_factor
 
 log = logging.getLogger(__name__)
+
+#: warn when the training loop waits on the data loader longer than this share of the step time
+DATA_WAIT_WARN = 0.2
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,7 +50,9 @@ class TrainState:
 
 
 class Hook:
-    """Override what you need. ``trainer.metrics`` holds the current epoch's numbers."""
+    """Override what you need. ``trainer.metrics`` holds the current epoch's numbers;
+    ``trainer.summary`` numbers about the whole run (e.g. the epoch a search pruned it at), which
+    :class:`~obdb.training.hooks.TensorBoardHook` writes when training ends, however it ends."""
 
     def before_train(self, trainer: "Trainer") -> None: ...
     def after_step(self, trainer: "Trainer", losses: dict[str, float]) -> None: ...
@@ -75,6 +81,8 @@ class Trainer:
         self.seed = seed
         self.state = TrainState()
         self.metrics: dict[str, float] = {}
+        self.summary: dict[str, float] = {}
+        self.data_wait_warned = False
         self.should_stop = False
         self.stop_reason = ""
 
@@ -100,7 +108,12 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         if checkpoint is None:
             return False
-        self.load_state_dict(checkpoint)
+        try:
+            self.load_state_dict(checkpoint)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this training run ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:300]}); move it away to start this model "
+                                  "from scratch") from None
         log.info("%s: resumed from %s after epoch %d (best %.4f)", self.name, path, self.state.epoch,
                  self.state.best_score)
         return True
@@ -141,19 +154,41 @@ class Trainer:
         if hasattr(sampler, "set_epoch"):  # DistributedSampler: each epoch its own shard order
             sampler.set_epoch(self.state.epoch)
         totals: dict[str, float] = {}
-        steps = 0
+        steps = images_seen = 0
+        waited = stepped = 0.0
         bar = tqdm(self.train_loader, desc=f"{self.name} epoch {self.state.epoch + 1}/{self.max_epochs}",
                    leave=False, disable=not self.progress, dynamic_ncols=True)
+        ready = time.perf_counter()
         for images, targets in bar:
+            fetched = time.perf_counter()
             losses = self.train_step(images, targets)
+            done = time.perf_counter()
+            if steps > 0:  # the first batch also pays for worker start-up: not the loader's pace
+                waited += fetched - ready
+                stepped += done - fetched
+            ready = done
             steps += 1
+            images_seen += len(images)
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + value
             bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         set_lr(self.optimizer, self.scheduler, 1.0)  # the scheduler must step from its own base lr
         self.metrics = {f"train/{k}": v / max(steps, 1) for k, v in totals.items()}
         self.metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.metrics["train/images"] = float(images_seen)
+        if stepped > 0:
+            self.metrics["train/data_wait"] = waited / stepped
+            self.check_data_wait(waited / stepped)
         self.scheduler.step()
+
+    def check_data_wait(self, ratio: float) -> None:
+        """Warn once per run when the model waits on the loader (``train/data_wait``: seconds spent
+        waiting for batches per second spent in training steps, first batch of an epoch excluded)."""
+        if ratio > DATA_WAIT_WARN and not self.data_wait_warned:
+            self.data_wait_warned = True
+            log.warning("%s: the model waited on the data loader for %.0f%% of its step time in epoch %d; "
+                        "raise train.workers, keep train.cache_images on, or put the images on faster storage",
+                        self.name, 100 * ratio, self.state.epoch + 1)
 
     def train_step(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         set_lr(self.optimizer, self.scheduler, warmup_factor(self.state.iteration, self.warmup_iters))
@@ -195,9 +230,23 @@ class Trainer:
         log.info("%s: stopping: %s", self.name, reason)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from. Writes are atomic, so this means the file was
+    damaged or replaced from outside: the run stops rather than silently starting over."""
+
+
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """Read a checkpoint safely (tensors and plain data only); None when there is none."""
     path = Path(path)
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, not a torch file, pickled code refused, ...
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}); move it away to start this model "
+                              "from scratch") from None
+    if not isinstance(checkpoint, dict) or not {"model", "optimizer", "scheduler", "state"} <= checkpoint.keys():
+        raise CheckpointError(f"checkpoint {path} is not an obdb training checkpoint (needs model, optimizer, "
+                              "scheduler and state); move it away to start this model from scratch")
+    return checkpoint

@@ -1,0 +1,195 @@
+"""A saved obdb model as a ``cvat_sdk.auto_annotation`` detection function, plus batched inference.
+
+The SDK's protocol is tiny: a ``spec`` (the labels the function can output, built here from the
+model's :class:`~obdb.records.ClassMap` with ``label_spec`` / ``select_attribute_spec`` /
+``text_attribute_spec``) and ``detect(context, image)`` returning ``rectangle(...)`` shapes. An
+object of :class:`ModelDetectionFunction` therefore works with ``cvat_sdk.auto_annotation.
+annotate_task`` and ``cvat-cli task auto-annotate`` as it is.
+
+Our own modes do *not* call ``annotate_task``, and use :meth:`ModelDetectionFunction.predict_images`
+instead, because ``annotate_task``:
+
+* calls ``detect`` once per frame (no batching on the accelerator);
+* uploads every shape of a task in one request (no chunks: a 500 loses everything) and its only
+  alternative, ``clear_existing=True``, deletes the human annotations too;
+* knows nothing of backups, reruns (it adds the same shapes again), dry runs, or the review
+  attributes.
+
+So the function object is the interchange format (spec + detect); the modes take its batched
+detections and write them with :mod:`obdb.cvat` under our safety rules.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from cvat_sdk import models as cvat_models
+from cvat_sdk.auto_annotation import (
+    DetectionFunctionContext,
+    DetectionFunctionSpec,
+    label_spec,
+    rectangle,
+    select_attribute_spec,
+    text_attribute_spec,
+)
+from tqdm.auto import tqdm
+
+from ..models import load_model
+from ..records import ClassMap
+from .review import REVIEW, REVIEW_VALUES, SCORE, UNREVIEWED, format_score
+
+log = logging.getLogger(__name__)
+
+REVIEW_SPEC_ID, SCORE_SPEC_ID = 1, 2  # attribute ids inside the function spec (the SDK remaps them)
+
+# What predict_images accepts: a file, encoded bytes (a downloaded frame), a decoded image, or a
+# callable producing one of those (so frames are fetched batch by batch, not all up front).
+ImageSource = Union[str, os.PathLike, bytes, PIL.Image.Image, Callable[[], Any]]
+
+
+@dataclass
+class Detections:
+    """Detections on one image: ``boxes`` float32 N×4 xyxy pixels, ``scores`` float32 N, and
+    ``labels`` the N class names (names, not indices, so task label ids never leak in)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def above(self, threshold: float) -> "Detections":
+        keep = np.flatnonzero(self.scores >= threshold)
+        return Detections(self.boxes[keep], self.scores[keep], [self.labels[i] for i in keep])
+
+
+def _decode(source: ImageSource) -> PIL.Image.Image:
+    if callable(source) and not isinstance(source, PIL.Image.Image):
+        source = source()
+    if isinstance(source, PIL.Image.Image):
+        return source.convert("RGB")
+    if isinstance(source, (bytes, bytearray)):
+        with PIL.Image.open(io.BytesIO(source)) as image:
+            return image.convert("RGB")
+    with PIL.Image.open(Path(source)) as image:
+        return image.convert("RGB")
+
+
+def _to_tensor(image: PIL.Image.Image) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32).div_(255.0)
+
+
+class ModelDetectionFunction:
+    """A torchvision detector and its class map behind the SDK's ``DetectionFunction`` protocol.
+
+    ``model`` is anything called like a torchvision detector in eval mode: a list of float
+    ``3×H×W`` tensors in, a list of ``{"boxes", "scores", "labels"}`` out, labels being class map
+    indices (``i + 1`` is ``class_map.names[i]``). ``threshold`` is the default minimum score;
+    ``detect`` uses the SDK context's ``conf_threshold`` when one is given.
+    """
+
+    def __init__(self, model: Any, class_map: ClassMap, *, threshold: float = 0.5, batch_size: int = 4,
+                 device: str | torch.device = "cpu", progress: bool = True) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"score threshold must be within [0, 1], got {threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        self.model = model
+        self.class_map = class_map
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.progress = progress
+        self._spec = DetectionFunctionSpec(labels=[
+            label_spec(name, index, type="rectangle", attributes=[
+                select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=UNREVIEWED),
+                text_attribute_spec(SCORE, SCORE_SPEC_ID),
+            ])
+            for index, name in enumerate(class_map.names, start=1)
+        ])
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, device: str = "cpu", max_detections: int | None = None,
+                  **options: Any) -> "ModelDetectionFunction":
+        """Load an obdb model file (``weights_only``; see :func:`obdb.models.load_model`)."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_device = torch.device(device)
+        model, _spec, class_map, _header = load_model(path, map_location=torch_device)
+        if max_detections is not None and hasattr(model, "roi_heads"):
+            model.roi_heads.detections_per_img = max_detections
+        elif max_detections is not None and hasattr(model, "detections_per_img"):
+            model.detections_per_img = max_detections
+        return cls(model, class_map, device=torch_device, **options)
+
+    @property
+    def spec(self) -> DetectionFunctionSpec:
+        return self._spec
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.class_map.names
+
+    # --- the SDK protocol ----------------------------------------------------------------------
+    def detect(self, context: DetectionFunctionContext, image: PIL.Image.Image
+               ) -> list[cvat_models.LabeledShapeRequest]:
+        """One frame, as ``annotate_task`` calls it: rectangles with review/score attributes."""
+        threshold = self.threshold if context.conf_threshold is None else context.conf_threshold
+        found = self._run([_to_tensor(image.convert("RGB"))])[0].above(threshold)
+        return [
+            rectangle(self.class_map.index(label), [float(v) for v in box], attributes=[
+                cvat_models.AttributeValRequest(spec_id=REVIEW_SPEC_ID, value=UNREVIEWED),
+                cvat_models.AttributeValRequest(spec_id=SCORE_SPEC_ID, value=format_score(score)),
+            ])
+            for box, score, label in zip(found.boxes, found.scores, found.labels)
+        ]
+
+    # --- batched inference for our modes --------------------------------------------------------
+    @torch.inference_mode()
+    def _run(self, tensors: list[torch.Tensor]) -> list[Detections]:
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+        outputs = self.model([t.to(self.device) for t in tensors])
+        results = []
+        for output in outputs:
+            labels = output["labels"].detach().to("cpu", torch.int64).numpy().reshape(-1)
+            keep = [i for i, index in enumerate(labels) if 0 < index <= len(self.class_map.names)]
+            if len(keep) != len(labels):
+                log.warning("model returned %d label index(es) outside its class map; ignored", len(labels) - len(keep))
+            results.append(Detections(
+                boxes=output["boxes"].detach().to("cpu", torch.float32).numpy().reshape(-1, 4)[keep],
+                scores=output["scores"].detach().to("cpu", torch.float32).numpy().reshape(-1)[keep],
+                labels=[self.class_map.name(int(labels[i])) for i in keep]))
+        return results
+
+    def predict_images(self, images: Sequence[ImageSource] | Iterable[ImageSource], *, total: int | None = None,
+                       threshold: float | None = None, desc: str = "predict") -> list[Detections]:
+        """Detections (score >= ``threshold``, default the function's) for each image, in order.
+
+        Images are decoded ``batch_size`` at a time right before their batch runs, so a
+        10 000-frame task never sits in memory at once."""
+        threshold = self.threshold if threshold is None else threshold
+        if total is None and hasattr(images, "__len__"):
+            total = len(images)  # type: ignore[arg-type]
+        results: list[Detections] = []
+        batch: list[torch.Tensor] = []
+        with tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True) as bar:
+            for source in images:
+                batch.append(_to_tensor(_decode(source)))
+                if len(batch) == self.batch_size:
+                    results.extend(d.above(threshold) for d in self._run(batch))
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                results.extend(d.above(threshold) for d in self._run(batch))
+                bar.update(len(batch))
+        return results

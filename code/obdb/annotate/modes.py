@@ -1,0 +1,135 @@
+"""The modes that run the model (annotate a folder, annotate tasks, find missing annotations) and
+the job status mode. Each returns one :class:`~obdb.annotate.plan.TaskPlan` per task, applied
+unless ``options.dry_run``; a task is finished (planned and written) before the next one starts,
+so a failure on one task leaves the earlier ones done.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..cvat import tasks as cvat_tasks
+from ..cvat.connection import CvatSession
+from ..cvat.tasks import TaskInfo
+from .candidates import frame_boxes, missing_candidates
+from .dedupe import AUTO
+from .errors import AnnotateError
+from .function import ModelDetectionFunction
+from .plan import TaskPlan
+from .push import RunOptions, finish, plan_for_files, plan_update
+from .review import label_definitions
+from .shapes import NamedShape, auto_shapes
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name."""
+    if not folder.is_dir():
+        raise AnnotateError(f"{folder}: not a folder")
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise AnnotateError(f"{folder}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def select_tasks(session: CvatSession, names: Sequence[str] = (), pattern: str | None = None) -> list[TaskInfo]:
+    """Tasks by exact names and/or an fnmatch ``pattern``; a name that matches nothing is an
+    error (a typo must not silently annotate fewer tasks than asked)."""
+    if not names and not pattern:
+        raise AnnotateError("name the tasks: --name NAME (repeatable) and/or --pattern GLOB")
+    chosen: dict[int, TaskInfo] = {}
+    if names:
+        found = cvat_tasks.list_tasks(session, names=list(names))
+        missing = sorted(set(names) - {t.name for t in found})
+        if missing:
+            raise AnnotateError(f"no CVAT task named {', '.join(repr(n) for n in missing)}")
+        chosen.update((t.id, t) for t in found)
+    if pattern:
+        matched = cvat_tasks.list_tasks(session, pattern=pattern)
+        if not matched:
+            raise AnnotateError(f"no CVAT task name matches the pattern {pattern!r}")
+        chosen.update((t.id, t) for t in matched)
+    return [chosen[i] for i in sorted(chosen)]
+
+
+def annotate_folder(session: CvatSession, function: ModelDetectionFunction, folder: Path, options: RunOptions,
+                    *, name: str | None = None) -> list[TaskPlan]:
+    """Mode 1: a task of the folder's images (labels from the model's class map, each with the
+    review attributes) with the predictions as auto shapes. Run again, it finds the task by name
+    and adds only what is missing (with ``replace``: refreshes the unreviewed auto shapes)."""
+    images = folder_images(folder)
+    task_name = name or folder.resolve().name
+    detections = function.predict_images(images, desc=f"predict {task_name}")
+    proposed = [shape for i, found in enumerate(detections) for shape in auto_shapes(i, found)]
+    plan = plan_for_files(session, task_name, images, label_definitions(function.label_names), proposed,
+                          replace=options.replace)
+    return [finish(session, plan, options)]
+
+
+def _predict_task(session: CvatSession, function: ModelDetectionFunction, task: TaskInfo,
+                  threshold: float | None = None) -> list[tuple[int, object]]:
+    frames = cvat_tasks.task_frames(session, task.id)
+    loaders: list[Callable[[], bytes]] = [
+        (lambda index=f.index: cvat_tasks.download_frame(session, task.id, index)) for f in frames]
+    found = function.predict_images(loaders, threshold=threshold, desc=f"predict {task.name}")
+    return [(f.index, d) for f, d in zip(frames, found)]
+
+
+def annotate_tasks(session: CvatSession, function: ModelDetectionFunction, options: RunOptions, *,
+                   names: Sequence[str] = (), pattern: str | None = None) -> list[TaskPlan]:
+    """Mode 2: predictions added to existing tasks (one task: a rerun on it)."""
+    plans = []
+    for task in select_tasks(session, names, pattern):
+        proposed = [s for frame, found in _predict_task(session, function, task) for s in auto_shapes(frame, found)]
+        annotations = cvat_tasks.get_annotations(session, task.id)
+        plans.append(finish(session, plan_update(task, annotations, proposed, replace=options.replace), options))
+    return plans
+
+
+def ground_truth(annotations: dict, task: TaskInfo) -> dict[int, np.ndarray]:
+    """Boxes per frame of every human object (shapes and track frames whose source is not auto)."""
+    objects = cvat_tasks.expand_tracks(annotations, task.size)  # shapes, and tracks frame by frame
+    return frame_boxes(s for s in objects if s.get("source") != AUTO)
+
+
+def find_missing(session: CvatSession, function: ModelDetectionFunction, options: RunOptions, *,
+                 min_score: float, max_iou: float, names: Sequence[str] = (),
+                 pattern: str | None = None) -> list[TaskPlan]:
+    """Mode 5: on ground-truth tasks, add the predictions with ``score >= min_score`` whose IoU
+    with every human box of their frame is ``< max_iou``, as auto shapes to review."""
+    if not 0.0 <= max_iou <= 1.0:
+        raise AnnotateError(f"IoU limit must be within [0, 1], got {max_iou}")
+    plans = []
+    empty = np.zeros((0, 4))
+    for task in select_tasks(session, names, pattern):
+        annotations = cvat_tasks.get_annotations(session, task.id)
+        gt = ground_truth(annotations, task)
+        proposed: list[NamedShape] = []
+        filtered = 0
+        for frame, found in _predict_task(session, function, task, threshold=min_score):
+            candidates = missing_candidates(found, gt.get(frame, empty), min_score=min_score, max_iou=max_iou)
+            filtered += len(found) - len(candidates)
+            proposed.extend(auto_shapes(frame, candidates))
+        plan = plan_update(task, annotations, proposed, replace=options.replace, filtered=filtered)
+        plans.append(finish(session, plan, options))
+    return plans
+
+
+def set_status(session: CvatSession, options: RunOptions, *, state: str | None = None, stage: str | None = None,
+               names: Sequence[str] = (), pattern: str | None = None) -> list[TaskPlan]:
+    """Mode 6: every job of the chosen tasks to ``state`` and/or ``stage``."""
+    if state is None and stage is None:
+        raise AnnotateError("give --state and/or --stage")
+    change = {k: v for k, v in (("state", state), ("stage", stage)) if v is not None}
+    plans = []
+    for task in select_tasks(session, names, pattern):
+        plan = TaskPlan(task.name, task.id, frames=task.size, job_state=change)
+        plan.notes.append(f"jobs: {', '.join(f'{k}={v}' for k, v in change.items())} (task status was {task.status})")
+        plans.append(finish(session, plan, options))
+    return plans

@@ -1,0 +1,61 @@
+"""The full-fidelity CVAT XML reader keeps every kind of shape, attribute and flag."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from obdb.annotate.xml_tasks import read_xml_task, xml_files
+from obdb.sources.base import SourceError
+from obdb.sources.formats import parse_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from annotate_support import XML  # noqa: E402
+
+
+def test_every_shape_kind_and_attribute_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "f.xml"
+    path.write_text(XML)
+    task = read_xml_task(path)
+    assert task.name == "field 7" and [i.name for i in task.images] == ["a.png", "sub/b.png"]
+    shapes = task.images[0].shapes
+    assert [s.type for s in shapes] == ["rectangle", "polygon", "points", "ellipse"]
+    box, poly, points, ellipse = shapes
+    assert box.points == [1.5, 2, 10, 12.25] and box.occluded and box.z_order == 2 and box.rotation == 15
+    assert box.attributes == {"species": "dock"}
+    assert poly.points == [1, 1, 9, 1, 9, 9] and not poly.occluded and poly.group == 3
+    assert points.points == [4, 5, 6, 7] and points.source == "auto"
+    assert ellipse.points == [20, 20, 24, 17] and ellipse.attributes == {"note": "round"}
+    assert task.ignored == {"tag": 1, "mask": 1}
+    labels = {label.name: label for label in task.labels}
+    # weed is declared "rectangle" but also has a polygon: type any, so CVAT accepts both
+    assert labels["weed"].type == "any"
+    species = labels["weed"].attributes[0]
+    assert (species.name, species.input_type, species.values, species.default_value) == \
+        ("species", "select", ["thistle", "dock"], "thistle")
+    # an attribute used but not declared becomes a text attribute
+    assert [(a.name, a.input_type) for a in labels["crop"].attributes] == [("note", "text")]
+    request = labels["weed"].to_request()
+    assert request["attributes"][0]["values"] == ["thistle", "dock"]
+    # the training parser is unchanged: boxes only
+    parsed = parse_file(path)
+    assert len(parsed.images[0].boxes) == 3
+
+
+def test_bad_files_name_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<annotations><image id='0' name='a.png'><box label='x' xtl='a' ytl='0' xbr='1' ybr='1'/>"
+                   "</image></annotations>")
+    with pytest.raises(SourceError, match=r"bad.xml: image 'a.png': xtl is not a number"):
+        read_xml_task(bad)
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<annotations><image>")
+    with pytest.raises(SourceError, match="broken.xml: malformed XML at line 1"):
+        read_xml_task(broken)
+    video = tmp_path / "video.xml"
+    video.write_text("<annotations><track id='0' label='x'/></annotations>")
+    with pytest.raises(SourceError, match="CVAT for video"):
+        read_xml_task(video)
+    with pytest.raises(SourceError, match="no \\*.xml files"):
+        xml_files(tmp_path / "empty") if (tmp_path / "empty").mkdir() is None else None

@@ -1,0 +1,115 @@
+"""The CVAT source (data.source = "cvat") against the fake CVAT server."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from obdb import cvat
+from obdb.pipeline import load_annotations
+from obdb.settings.loader import parse_settings
+from obdb.sources.base import SourceError
+from obdb.sources.formats import parse_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import LABELS, make_tiny_dataset, tiny_settings  # noqa: E402
+
+
+@pytest.fixture()
+def data(tmp_path):
+    return make_tiny_dataset(tmp_path / "data", videos=3, frames=3)
+
+
+def seed_from_files(fake_cvat, data: Path) -> list[str]:
+    """The tiny data set's CVAT XML tasks as tasks on the fake server (same images, same boxes)."""
+    names = []
+    for xml in sorted((data / "annotations").glob("*.xml")):
+        parsed = parse_file(xml)
+        shapes = [{"type": "rectangle", "frame": image.frame, "label": box.label,
+                   "points": [box.x1, box.y1, box.x2, box.y2]} for image in parsed.images for box in image.boxes]
+        fake_cvat.add_task(parsed.task, list(LABELS), [data / "images" / image.name for image in parsed.images],
+                           shapes=shapes, status="completed")
+        names.append(parsed.task)
+    return names
+
+
+def settings_for(data: Path, out: Path, tasks: list[str], **cvat_block):
+    settings = tiny_settings(data, out)
+    settings["annotations_list"] = tasks
+    settings["data"] = {"source": "cvat", "cvat": cvat_block}
+    return parse_settings(settings)
+
+
+def summary(annotations) -> list[tuple]:
+    return sorted((r.image_id, r.width, r.height, r.group, r.task, r.frame, tuple(r.labels),
+                   np.round(r.boxes, 3).tobytes()) for r in annotations.records)
+
+
+@pytest.fixture()
+def cvat_env(fake_cvat, monkeypatch):
+    for key, value in fake_cvat.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CVAT_ACCESS_TOKEN", raising=False)
+    return fake_cvat
+
+
+def test_cvat_source_equals_the_local_files_and_reuses_its_cache(cvat_env, data, tmp_path):
+    fake = cvat_env
+    tasks = seed_from_files(fake, data)
+    local = tiny_settings(data, tmp_path / "local")
+    local["annotations_list"] = tasks
+    expected = load_annotations(parse_settings(local), progress=False)
+
+    settings = settings_for(data, tmp_path / "run", tasks)
+    loaded = load_annotations(settings, progress=False)
+    assert summary(loaded) == summary(expected) and len(loaded.records) == 9
+    assert fake.frame_downloads() == 9
+    cache = tmp_path / "run" / "train" / "cvat_cache"
+    assert sorted(p.name for p in cache.iterdir()) == [f"{fake.task_id(t)}-{t}" for t in sorted(tasks)]
+    assert all(r.path.is_relative_to(cache) for r in loaded.records)
+    assert not list(cache.rglob("*.tmp"))
+
+    annotation_reads = fake.count("GET", r"/annotations/?$")
+    again = load_annotations(settings, progress=False)
+    assert summary(again) == summary(expected)
+    assert fake.frame_downloads() == 9 and fake.count("GET", r"/annotations/?$") == annotation_reads
+
+    # an edit in CVAT: the annotations are read again, the frames are not
+    with cvat.connect(cvat.CvatCredentials.from_env(fake.env)) as session:
+        task_id = fake.task_id(tasks[0])
+        cvat.add_shapes(session, task_id, [{"type": "polygon", "frame": 0, "label_id": fake.label_id(task_id, "red"),
+                                            "points": [1, 2, 20, 2, 20, 30]}])
+    changed = load_annotations(settings, progress=False)
+    record = next(r for r in changed.records if r.task == tasks[0] and r.frame == 0)
+    assert record.labels[-1] == "red" and record.boxes[-1].tolist() == [1.0, 2.0, 20.0, 30.0]
+    assert fake.frame_downloads() == 9 and fake.count("GET", r"/annotations/?$") == annotation_reads + 1
+
+    fake.stop()
+    offline = load_annotations(settings_for(data, tmp_path / "run", tasks, offline=True), progress=False)
+    assert summary(offline) == summary(changed)
+    with pytest.raises(SourceError, match=r"\['gt_train_video09'\] are not in the CVAT cache"):
+        load_annotations(settings_for(data, tmp_path / "run", ["gt_train_video09"], offline=True), progress=False)
+    with pytest.raises(SourceError, match="did not answer.*offline: true"):
+        load_annotations(settings_for(data, tmp_path / "run", tasks, retries=0), progress=False)
+
+
+def test_empty_frames_tracks_and_exact_names(cvat_env, tmp_path):
+    fake = cvat_env
+    frames = [(f"v1/frame{i}.png", 40, 30) for i in range(4)]
+    fake.add_task("gt_val_A", ["weed"], frames, tracks=[{"frame": 0, "label": "weed", "shapes": [
+        {"type": "rectangle", "frame": 0, "points": [0, 0, 10, 10]},
+        {"type": "rectangle", "frame": 2, "points": [0, 0, 10, 10], "outside": True}]}])
+    fake.add_task("gt_val_A_2", ["weed"], frames[:1],
+                  shapes=[{"type": "rectangle", "frame": 0, "label": "weed", "points": [1, 1, 9, 9]}])
+    settings = settings_for(tmp_path, tmp_path / "run", ["gt_val_A"], cache_dir=str(tmp_path / "cache"))
+    loaded = load_annotations(settings, progress=False)
+    assert [(r.image_id, len(r.boxes)) for r in sorted(loaded.records, key=lambda r: r.frame)] == [
+        ("gt_val_A/v1/frame0.png", 1), ("gt_val_A/v1/frame1.png", 1),
+        ("gt_val_A/v1/frame2.png", 0), ("gt_val_A/v1/frame3.png", 0)]  # empty frames kept as negatives
+    assert fake.frame_downloads(fake.task_id("gt_val_A_2")) == 0
+    no_empty = settings.model_copy(update={"data": settings.data.model_copy(update={"keep_empty": False})})
+    assert len(load_annotations(no_empty, progress=False).records) == 2
+    with pytest.raises(SourceError, match=r"no task named \['gt_val'\]"):
+        load_annotations(settings_for(tmp_path, tmp_path / "run", ["gt_val"]), progress=False)

@@ -1,0 +1,181 @@
+"""obdb sync: the fake CVAT server → the tests' MongoDB server (SecantusDB or MONGODB_URI)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import bson
+import pytest
+
+from obdb import cvat, sync
+from obdb.cli.main import main as obdb_main
+from obdb.mongo.layout import write_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import free_port, tiny_settings  # noqa: E402
+
+FRAMES = [(f"fielddata/cam1/video1/video1frame{i:04d}.png", 64, 48) for i in range(4)]
+
+
+@pytest.fixture()
+def session(fake_cvat):
+    with cvat.connect(cvat.CvatCredentials.from_env(fake_cvat.env), retries=1, backoff_s=0.01) as s:
+        yield s
+
+
+def run_sync(session, db, **options):
+    plan = sync.plan_sync(session, db, **options)
+    return plan, sync.apply_sync(session, db, plan, progress=False)
+
+
+def snapshot(db) -> list[bytes]:
+    """Every document of the three collections, as stored (BSON bytes, in _id order)."""
+    return [bson.encode(doc) for name in ("tasks", "meta", "annotation_data")
+            for doc in db[name].find().sort("_id", 1)]
+
+
+def seed(fake_cvat, name: str, status: str = "completed", **extra) -> int:
+    return fake_cvat.add_task(name, ["weed", "crop"], FRAMES, status=status, **extra)
+
+
+def test_sync_writes_the_original_layout_and_twice_is_idempotent(fake_cvat, session, mongo_db):
+    track = {"frame": 1, "label": "crop", "shapes": [
+        {"type": "rectangle", "frame": 1, "points": [0, 0, 10, 10]},
+        {"type": "rectangle", "frame": 3, "points": [10, 10, 30, 30], "outside": True}]}
+    task_id = seed(fake_cvat, "gt_train_FieldData_1", tracks=[track], shapes=[
+        {"type": "rectangle", "frame": 0, "label": "weed", "points": [1, 2, 11, 12], "occluded": True},
+        {"type": "polygon", "frame": 2, "label": "weed", "points": [1, 1, 5, 1, 5, 5]},
+        {"type": "polyline", "frame": 2, "label": "weed", "points": [1, 1, 5, 5]}])
+    plan, summary = run_sync(session, mongo_db)
+    assert [t.name for t in plan.add] == ["gt_train_FieldData_1"]
+    assert (summary.added, summary.shapes, dict(summary.skipped_shapes)) == (1, 4, {"polyline shape(s)": 1})
+
+    doc = mongo_db.tasks.find_one({"name": "gt_train_FieldData_1"})
+    assert (doc["type"], doc["source"], doc["cvat_id"], doc["status"]) == ("task_data", "cvat", task_id, "completed")
+    assert [(label["name"], label["id"]) for label in doc["labels"]] == [
+        ("weed", fake_cvat.label_id(task_id, "weed")), ("crop", fake_cvat.label_id(task_id, "crop"))]
+    meta = mongo_db.meta.find_one({"task_name": "gt_train_FieldData_1"})
+    assert meta["frames"] == [{"name": n, "width": w, "height": h} for n, w, h in FRAMES]
+    shapes = sorted(mongo_db.annotation_data.find({"task_name": "gt_train_FieldData_1"}, {"_id": 0, "obdb_batch": 0}),
+                    key=lambda s: (s["frame"], s["shape_types"]))
+    assert [(s["frame"], s["shape_types"], s["object_class"], s["points"]) for s in shapes] == [
+        (0, "rectangle", "weed", [1.0, 2.0, 11.0, 12.0]),
+        (1, "rectangle", "crop", [0.0, 0.0, 10.0, 10.0]),  # track keyframe
+        (2, "polygon", "weed", [1.0, 1.0, 5.0, 1.0, 5.0, 5.0]),
+        (2, "rectangle", "crop", [5.0, 5.0, 20.0, 20.0])]  # interpolated; outside from frame 3
+    assert shapes[0] == {"type": "annotation", "task_name": "gt_train_FieldData_1", "shape_types": "rectangle",
+                         "occluded": True, "points": [1.0, 2.0, 11.0, 12.0], "frame": 0,
+                         "label_id": fake_cvat.label_id(task_id, "weed"), "source": "manual",
+                         "object_class": "weed", "img_path": FRAMES[0][0], "img_width": 64, "img_height": 48}
+
+    before = snapshot(mongo_db)
+    downloads = fake_cvat.count("GET", r"/annotations/?$") + fake_cvat.count("GET", r"/data/meta$")
+    plan, summary = run_sync(session, mongo_db)
+    assert (plan.add, plan.update, [t.name for t in plan.unchanged]) == ([], [], ["gt_train_FieldData_1"])
+    assert fake_cvat.count("GET", r"/annotations/?$") + fake_cvat.count("GET", r"/data/meta$") == downloads
+    assert snapshot(mongo_db) == before
+    plan, summary = run_sync(session, mongo_db, full=True)  # re-read, same content: nothing rewritten
+    assert (len(plan.update), summary.updated, summary.unchanged) == (1, 0, 1)
+    assert snapshot(mongo_db) == before
+
+
+def test_changed_tasks_are_updated_and_deleted_ones_removed(fake_cvat, session, mongo_db):
+    keep, change, gone = (seed(fake_cvat, name) for name in ("keep", "change", "gone"))
+    write_task(mongo_db, {"name": "by_hand"}, [{"name": "a.png", "width": 1, "height": 1}], [])
+    run_sync(session, mongo_db)
+    weed = fake_cvat.label_id(change, "weed")
+    cvat.add_shapes(session, change, [{"type": "rectangle", "frame": 1, "label_id": weed, "points": [1, 1, 4, 4]}])
+    fake_cvat.delete_task(gone)
+    plan, summary = run_sync(session, mongo_db)
+    assert ([t.name for t in plan.update], plan.delete, [t.name for t in plan.unchanged]) == (
+        ["change"], ["gone"], ["keep"])
+    assert (summary.updated, summary.deleted) == (1, 1)
+    assert mongo_db.annotation_data.count_documents({"task_name": "change"}) == 1
+    assert sorted(mongo_db.tasks.distinct("name")) == ["by_hand", "change", "keep"]  # by_hand: not ours
+    assert mongo_db.meta.count_documents({"task_name": "gone"}) == 0
+
+
+def test_a_task_stored_by_hand_is_left_alone_unless_adopted(fake_cvat, session, mongo_db):
+    seed(fake_cvat, "shared", shapes=[{"type": "rectangle", "frame": 0, "label": "weed", "points": [0, 0, 2, 2]}])
+    write_task(mongo_db, {"name": "shared", "labels": []}, [{"name": "x.png", "width": 5, "height": 5}], [])
+    plan, summary = run_sync(session, mongo_db)
+    assert (plan.foreign, summary.foreign) == (["shared"], 1)
+    assert mongo_db.meta.find_one({"task_name": "shared"})["frames"][0]["name"] == "x.png"
+    plan, summary = run_sync(session, mongo_db, adopt=True)
+    assert summary.updated == 1 and mongo_db.tasks.find_one({"name": "shared"})["source"] == "cvat"
+    assert mongo_db.annotation_data.count_documents({"task_name": "shared"}) == 1
+
+
+def test_prefix_named_tasks_never_touch_each_other(fake_cvat, session, mongo_db):
+    box = [{"type": "rectangle", "frame": 0, "label": "weed", "points": [0, 0, 2, 2]}]
+    short = seed(fake_cvat, "gt_val_A", shapes=box)
+    seed(fake_cvat, "gt_val_A_2", shapes=box * 3)
+    plan, _ = run_sync(session, mongo_db, names=["gt_val_A"])
+    assert mongo_db.tasks.distinct("name") == ["gt_val_A"]
+    run_sync(session, mongo_db)
+    fake_cvat.delete_task(short)
+    plan, _ = run_sync(session, mongo_db, names=["gt_val_A_2"])
+    assert plan.delete == []  # outside the names asked for
+    plan, _ = run_sync(session, mongo_db)
+    assert plan.delete == ["gt_val_A"]
+    assert mongo_db.tasks.distinct("name") == ["gt_val_A_2"]
+    assert mongo_db.annotation_data.count_documents({"task_name": "gt_val_A_2"}) == 3
+
+
+def test_status_filter(fake_cvat, session, mongo_db):
+    for status in ("annotation", "validation", "completed"):
+        seed(fake_cvat, f"task_{status}", status=status)
+    plan = sync.plan_sync(session, mongo_db)
+    assert [t.name for t in plan.add] == ["task_completed"]
+    plan = sync.plan_sync(session, mongo_db, statuses=["validation", "completed"])
+    assert [t.name for t in plan.add] == ["task_completed", "task_validation"]
+    plan = sync.plan_sync(session, mongo_db, statuses=["any"], pattern="task_*a*")
+    assert [t.name for t in plan.add] == ["task_annotation", "task_validation"]
+
+
+def test_two_cvat_tasks_with_one_name_are_refused(fake_cvat, session, mongo_db):
+    seed(fake_cvat, "twin")
+    seed(fake_cvat, "twin")
+    with pytest.raises(sync.SyncError, match="'twin' \\(ids 1, 2\\)"):
+        sync.plan_sync(session, mongo_db)
+    assert mongo_db.tasks.count_documents({}) == 0
+
+
+# ---------------------------------------------------------------------------------------- command line
+
+
+def write_settings(tmp_path: Path, mongo_block: dict) -> Path:
+    path = tmp_path / "settings.json"
+    settings = tiny_settings(tmp_path, tmp_path)
+    settings["data"] = {"mongo": mongo_block}
+    path.write_text(json.dumps(settings))
+    return path
+
+
+def test_cli_dry_run_then_sync(fake_cvat, mongo_db, mongo_settings, tmp_path, monkeypatch, capsys):
+    for key, value in fake_cvat.env.items():
+        monkeypatch.setenv(key, value)
+    seed(fake_cvat, "gt_a")
+    seed(fake_cvat, "gt_b", status="validation")
+    settings = write_settings(tmp_path, mongo_settings(mongo_db.name))
+    assert obdb_main(["sync", "-f", str(settings), "--dry-run", "--progress", "false"]) == 0
+    out = capsys.readouterr().out
+    assert "add: gt_a" in out and "gt_b" not in out and "would add 1" in out
+    assert mongo_db.tasks.count_documents({}) == 0
+    args = ["sync", "-f", str(settings), "--status", "completed", "--status", "validation", "--progress", "false"]
+    assert obdb_main(args) == 0
+    assert "2 added, 0 updated, 0 unchanged, 0 deleted" in capsys.readouterr().out
+    assert sorted(mongo_db.tasks.distinct("name")) == ["gt_a", "gt_b"]
+
+
+def test_cli_mongo_down_is_a_clear_error(fake_cvat, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    for key, value in fake_cvat.env.items():
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    settings = write_settings(tmp_path, {"uri": f"mongodb://127.0.0.1:{port}/", "timeout_s": 0.3, "retries": 0})
+    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: MongoDB at 127.0.0.1:{port} is not reachable" in err and "Traceback" not in err
+    assert fake_cvat.count("GET", "^/api/tasks") == 0  # nothing asked of CVAT
