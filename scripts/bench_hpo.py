@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Search efficiency: compute the original search needed vs obdb's defaults, in one run.
 
-    nice -n 10 .venv/bin/python scripts/bench_hpo.py [--trials 8] [--epochs 4] [--size 160]
-        [--arms A,B] [--json PATH] [--out DIR]
+    nice -n 10 .venv/bin/python scripts/bench_hpo.py [--trials 8] [--epochs 4] [--size 128]
+        [--arms A,B,C] [--json PATH] [--out DIR] [--loader-only]
 
 Both arms run the real ``obdb.pipeline.search`` (TPE, same ``settings.seed`` hence the same
 sampler seed and the same per-trial model seeds, same trial budget) on the demo data
@@ -24,9 +24,9 @@ measure of compute: wall times move with whatever else runs on the machine.
 
 To finish on a small CPU the detector is made lighter in every arm: ``--roi-samples`` RoI-head
 samples per training image (torchvision: 512) and ``--proposals`` RPN proposals kept per image.
-On a GPU use e.g. ``--size 512 --roi-samples 512 --proposals 1000 --trials 20 --epochs 5``.
-``--loader-only`` instead measures the data pipeline alone: training items per second without
-the cache (decode + the model's resize) and from the cache, in seconds.
+On a GPU use e.g. ``--device cuda --size 512 --roi-samples 512 --proposals 1000 --trials 20
+--epochs 5 --workers 4``. ``--loader-only`` instead measures the data pipeline alone, in seconds:
+training items per second without the cache (decode + the model's resize) and from the cache.
 Exit status is 0 whatever the result: this is a measurement, not a test.
 """
 from __future__ import annotations
