@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..fileio import write_with
+from ..plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -24,27 +25,10 @@ TILE_SIZE = 320
 CAPTION_HEIGHT = 34
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
-    try:
-        return write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-
-
 def plot_pr_curves(path: Path, curves: dict[str, Any], metrics: dict[str, Any] | None = None) -> Path:
     """Precision over recall per class, at IoU 0.5 (left) and averaged over 0.5:0.95 (right);
     the legend carries each class's AP50 / AP so the figure reads without the table."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=100)
     recall = np.asarray(curves.get("recall") or [])
     per_class = curves.get("per_class") or {}
@@ -61,14 +45,14 @@ def plot_pr_curves(path: Path, curves: dict[str, Any], metrics: dict[str, Any] |
             ax.legend(fontsize=8, loc="lower left")
         else:
             ax.text(0.5, 0.5, "no curves: no predictions or no ground truth", ha="center", va="center")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(path: Path, matrix: np.ndarray, labels: Sequence[str]) -> Path:
     """Counts with colour by row share (each ground-truth class sums to 1), so a rare class's
     confusions are as visible as a frequent one's. The last row/column is the background:
     false positives (bottom row) and missed boxes (last column)."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     n = len(labels)
     size = max(4.0, 0.7 * n + 2.5)
@@ -85,7 +69,7 @@ def plot_confusion_matrix(path: Path, matrix: np.ndarray, labels: Sequence[str])
     ax.set_xticks(range(n), labels, rotation=45, ha="right")
     ax.set_yticks(range(n), labels)
     ax.set(xlabel="predicted", ylabel="ground truth", title="confusion matrix")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 @dataclass

@@ -17,29 +17,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..fileio import write_with
+from ..plotting import pyplot, save_figure
 from ..records import ImageRecord
 from .base import VAL, SplitManifest
 from .tsne import Analysis
 
 TRAIN_COLOUR, VAL_COLOUR, LEAK_COLOUR = "#9a9a9a", "#e4572e", "#d0021b"
 MAX_LEAK_LINES = 300
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
-    try:
-        return write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
 
 
 def _marker_size(n: int) -> float:
@@ -52,13 +36,13 @@ def _legend_scale(size: float) -> float:
 
 
 def _cluster_colours(k: int) -> list[Any]:
-    plt = _pyplot()
+    plt = pyplot()
     cmap = plt.get_cmap("tab20" if k <= 20 else "turbo")
     return [cmap(i if k <= 20 else i / max(k - 1, 1)) for i in range(k)]
 
 
 def plot_tsne(path: Path, manifest: SplitManifest, analysis: Analysis, report: dict[str, Any]) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     xy, n = analysis.coords, len(analysis.ids)
     size = _marker_size(n)
     names = analysis.cluster_names()
@@ -105,7 +89,7 @@ def plot_tsne(path: Path, manifest: SplitManifest, analysis: Analysis, report: d
         axis.set_xticks([])
         axis.set_yticks([])
         axis.set_aspect("equal", adjustable="datalim")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _bars(axis: Any, names: Sequence[str], train: Sequence[float], val: Sequence[float], title: str, unit: str) -> None:
@@ -125,7 +109,7 @@ def _bars(axis: Any, names: Sequence[str], train: Sequence[float], val: Sequence
 
 
 def plot_divergence(path: Path, report: dict[str, Any]) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     train, val = report["counts"]["train"], report["counts"]["val"]
     classes = list(train["classes"])
     clusters = list(train["clusters"])
@@ -143,7 +127,7 @@ def plot_divergence(path: Path, report: dict[str, Any]) -> Path:
     fig.text(0.02, 0.005, "JSD: Jensen-Shannon divergence of the train and val distributions "
              "(0 = the same, 1 = disjoint)", fontsize=8, color="#555555")
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_thumbnails(path: Path, manifest: SplitManifest, analysis: Analysis, records: Sequence[ImageRecord], *,
