@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_common, guarded, setup_logging
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_common, guarded, setup_logging, whole_number
 
 DEFAULT_OUT = "auto_annotate_out"
 SAFETY = ("Without --replace no existing shape is deleted or changed; with --replace only auto shapes nobody "
@@ -36,7 +36,7 @@ def _common(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:
                         help="output folder for backups and reports (default: $OBDB_OUT or ./auto_annotate_out)")
     if writes:
         _flag(parser, "--dry-run", "print what would change per task and write nothing")
-        parser.add_argument("--chunk-size", type=_positive, default=2000, help="shapes per upload request (default 2000)")
+        parser.add_argument("--chunk-size", type=whole_number(1), default=2000, help="shapes per upload request (default 2000)")
     add_common(parser)
 
 
@@ -47,20 +47,13 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
 def _model(parser: argparse.ArgumentParser, threshold: float = 0.5) -> None:
     parser.add_argument("-m", "--model", required=True, type=Path, help="model.pt written by the runner")
     parser.add_argument("-t", "--threshold", type=_fraction, default=threshold,
                         help=f"minimum score of a prediction to add (default {threshold})")
-    parser.add_argument("--batch-size", type=_positive, default=4, help="images per inference batch (default 4)")
+    parser.add_argument("--batch-size", type=whole_number(1), default=4, help="images per inference batch (default 4)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    parser.add_argument("--max-detections", type=_positive, default=100, help="per image (default 100)")
+    parser.add_argument("--max-detections", type=whole_number(1), default=100, help="per image (default 100)")
 
 
 def _task_choice(parser: argparse.ArgumentParser) -> None:

@@ -58,6 +58,22 @@ _USER_ERRORS = (("settings.loader", "SettingsError"), ("pipeline", "RunError"), 
                 ("training.trainer", "CheckpointError"), ("hpo.storage", "StorageUnavailable"))
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number of at least ``minimum`` (counts, sizes, folds)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is the whole story for the user: no traceback, exit code 2.
 

@@ -11,20 +11,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .common import EXIT_OK, add_common, add_settings_args, guarded, parse_bool, setup_logging
+from .common import EXIT_OK, add_common, add_settings_args, guarded, parse_bool, setup_logging, whole_number
 
 if TYPE_CHECKING:
     from ..settings import Settings
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -42,13 +32,13 @@ def build_parser(prog: str = "obdb review") -> argparse.ArgumentParser:
         prog=prog, description="Review the labels of a settings file's data: k-fold out-of-sample predictions "
         "for every image, then a ranked list of suspected missing, spurious, mislocated and wrong-class boxes.")
     add_settings_args(parser, "train.device=cuda max_train_epochs=10")
-    parser.add_argument("--folds", type=_positive, metavar="K",
+    parser.add_argument("--folds", type=whole_number(1), metavar="K",
                         help="number of folds (default: split.tsne.folds of a k-fold tsne split, else 5); "
                         "with a k-fold split of the same K its folds are used")
-    parser.add_argument("--epochs", type=_positive, metavar="N", help="epochs per fold (default: max_train_epochs)")
+    parser.add_argument("--epochs", type=whole_number(1), metavar="N", help="epochs per fold (default: max_train_epochs)")
     parser.add_argument("--variant", help="variant to train (default: the first of the settings' variants)")
     parser.add_argument("--out", type=Path, help="output folder (default: <save_dir>/review)")
-    parser.add_argument("--top", type=_positive, default=50, metavar="N",
+    parser.add_argument("--top", type=whole_number(1), default=50, metavar="N",
                         help="problems shown in the mosaic, printed and pushed (default 50); the files list all")
     parser.add_argument("--min-score", type=_fraction, default=0.5,
                         help="score from which a prediction counts as the model's opinion (default 0.5)")

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from .common import EXIT_OK, add_common, guarded, parse_bool, setup_logging
+from .common import EXIT_OK, add_common, guarded, parse_bool, setup_logging, whole_number
 
 
 def _fraction(text: str) -> float:
@@ -27,16 +27,6 @@ def _iou(text: str) -> float:
     value = _fraction(text)
     if value == 0.0:
         raise argparse.ArgumentTypeError("the IoU threshold must be above 0")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 
 
@@ -57,7 +47,7 @@ def build_parser(prog: str = "test_model.py") -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="report folder (default: next to the model, eval/<split>/)")
     parser.add_argument("--show-case", choices=["pass", "fail", "both"], default="both",
                         help="mosaics of the best (pass), worst (fail) or both sets of images (default: both)")
-    parser.add_argument("--num-disp", type=_count, default=16, metavar="N",
+    parser.add_argument("--num-disp", type=whole_number(0), default=16, metavar="N",
                         help="images per mosaic (default 16; 0: no mosaics)")
     parser.add_argument("--iou", type=_iou, default=0.5,
                         help="IoU a prediction needs to match a ground-truth box in the tables (default 0.5)")
