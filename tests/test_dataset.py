@@ -1,6 +1,10 @@
 """DetectionDataset / collate / make_loader: tensor contract, augmentation, caching, determinism."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +183,7 @@ def test_loader_augmentation_is_deterministic_with_seed_and_workers(records: lis
 from torchvision.models.detection.transform import GeneralizedRCNNTransform  # noqa: E402
 
 from obdb.dataset import EarlySubsetSampler  # noqa: E402
+from obdb import image_cache  # noqa: E402
 from obdb.image_cache import INDEX, ImageCache, network_size  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -299,3 +304,24 @@ def test_early_subset_sampler_uses_a_fresh_subset_then_everything() -> None:
     assert list(sampler) == seen[1]  # the order depends on seed and epoch alone (resume)
     with pytest.raises(ValueError, match="fraction"):
         EarlySubsetSampler(10, epochs=1, fraction=0.0, seed=0)
+
+
+def test_image_cache_build_removes_folders_of_killed_builds_only(tmp_path: Path) -> None:
+    records = _big_records(tmp_path / "images")
+    root = tmp_path / "cache"
+    root.mkdir()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    host = image_cache._builder_tag().rsplit(".", 1)[0]
+    killed = root / f".abc123.{host}.{int(done.stdout)}.x1y2.tmp"  # its process has exited
+    running = root / f".abc123.{host}.{os.getpid()}.z3w4.tmp"  # a live build (this process)
+    elsewhere = root / ".abc123.otherhost.1.q5r6.tmp"  # another host's, recent: may still be running
+    stale = root / ".abc123.old7.tmp"  # a name from before the host/pid tag, two days old
+    for folder in (killed, running, elsewhere, stale):
+        folder.mkdir()
+        (folder / image_cache.PIXELS).write_bytes(b"\0" * 10)
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
+    cache = ImageCache.build(records, 30, 60, root=root, progress=False)
+    assert cache.folder is not None and cache.folder.is_dir()
+    assert sorted(p.name for p in root.glob(".*.tmp")) == sorted([running.name, elsewhere.name])

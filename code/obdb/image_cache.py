@@ -14,7 +14,8 @@ Layout of one cache (``<root>/<key>/``)::
 ``key`` hashes the resize rule, the training size and every record's path, file size and
 modification time, so changed images or another ``model.min_size`` give a new cache and a stale
 one is never read. The folder is built under a temporary name and renamed into place, so a killed
-build leaves nothing that looks complete. Readers open ``pixels.u8`` as a read-only memory map:
+build leaves nothing that looks complete; the temporary name carries the host and process id, so
+the next build removes what a killed one left (see :func:`remove_abandoned_builds`). Readers open ``pixels.u8`` as a read-only memory map:
 data-loader workers, later trials and later runs share the same pages through the OS page cache
 (which keeps it in RAM when it fits) instead of each holding a copy. Without a ``root`` the cache
 is one in-memory array (what tests and library users without an output folder get).
@@ -28,6 +29,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -225,7 +227,8 @@ class ImageCache:
         handle = None
         if root is not None:
             Path(root).mkdir(parents=True, exist_ok=True)
-            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=root))
+            remove_abandoned_builds(Path(root))
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{_builder_tag()}.", suffix=".tmp", dir=root))
             handle = open(tmp_dir / PIXELS, "wb")
         try:
             with warnings.catch_warnings(), ThreadPoolExecutor(threads) as pool:
@@ -288,6 +291,50 @@ class ImageCache:
             shutil.rmtree(folder, ignore_errors=True)
             return None
         return cls(entries, min_size, max_size, folder=folder)
+
+
+#: A temporary build folder from another host is removed once it is this old (its builder cannot
+#: be asked whether it still runs; no build of a training set takes a day).
+ABANDONED_AFTER_S = 24 * 3600
+
+
+def _builder_tag() -> str:
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in os.uname().nodename) or "host"
+    return f"{host}.{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_abandoned_builds(root: Path) -> list[Path]:
+    """Delete the temporary folders of builds that will never finish (their process was killed).
+
+    A folder ``.<key>.<host>.<pid>.<random>.tmp`` is abandoned when ``host`` is this machine and
+    no process ``pid`` runs, or when it is older than :data:`ABANDONED_AFTER_S` (another host's, or
+    one from before this naming). Builds of other live processes, here or on hosts sharing the
+    volume, are left alone. Returns the removed folders."""
+    removed = []
+    here = _builder_tag().rsplit(".", 1)[0]
+    for folder in root.glob(".*.tmp"):
+        parts = folder.name[1:].split(".")
+        mine = len(parts) >= 5 and parts[1] == here and parts[2].isdigit()
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except OSError:
+            continue
+        if (mine and not _process_alive(int(parts[2]))) or age > ABANDONED_AFTER_S:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        log.info("image cache: removed %d unfinished build folder(s) left by killed runs in %s", len(removed), root)
+    return removed
 
 
 def estimated_bytes(records: Sequence[ImageRecord], min_size: int, max_size: int) -> int:
