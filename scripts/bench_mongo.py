@@ -5,18 +5,25 @@
         [--rtt-ms 0 1 2 5 10] [--json PATH]
 
 Builds a synthetic database in the original layout (``--frames`` frames and ``--shapes`` rectangle
-shapes spread over ``--tasks`` tasks, written with :func:`obdb.mongo.layout.write_task`) on a
-SecantusDB server started as a subprocess on a free 127.0.0.1 port (or on the server in
-``MONGODB_URI``, in a scratch database that is dropped afterwards). Then, for every task:
+shapes spread over ``--tasks`` tasks, written with :func:`obdb.mongo.layout.write_task`, which also
+writes each task's ``task_frames`` read view) on a SecantusDB server started as a subprocess on a
+free 127.0.0.1 port (or on the server in ``MONGODB_URI``, in a scratch database that is dropped
+afterwards). Then, for every task:
 
-* **obdb**: what :class:`obdb.sources.mongo.MongoSource` does: the ``meta`` document, then one
-  aggregation returning the task's shapes grouped by frame (:func:`read_task_frames`), converted by
+* **obdb**: what :class:`obdb.sources.mongo.MongoSource` does with a task obdb wrote (after
+  ``obdb sync``): the ``meta`` document, the task's view parts (one ``find``) and the count guard
+  (one indexed ``count_documents`` of the task's shapes) (:func:`read_task_frames`), converted by
   :func:`frames_to_parsed`;
+* **obdb, aggregation**: the same reader with the view path disabled (``view=False``): the ``meta``
+  document, then one aggregation grouping the task's shapes by frame on the server. This is what
+  tasks imported from the original system's exports (``obdb db import``, no batch) always get;
+* **view, no count guard**: the view path without its ``count_documents`` (not what the source
+  does; it shows what the guard costs);
 * **per-frame**: the ``meta`` document, then one ``find({"task_name", "frame"})`` per frame, as
   the original loader did (same ``(task_name, obdb_batch, frame)`` index), converted from whole
   documents by :func:`task_to_parsed`.
 
-Both arms' parse results are checked to be identical. Image files are not involved (their checks
+All arms' parse results are checked to be identical. Image files are not involved (their checks
 cost the same whatever the reader).
 
 A database is rarely on the same host as its readers, and what the per-frame loop loses is one
@@ -26,19 +33,24 @@ milliseconds after they arrive (order kept, no bandwidth limit). ``0`` connects 
 "query round trip" column is what one indexed query that finds nothing takes through that
 connection, measured: the relay's own hop and the server's per-query work are in it.
 
-Before the arms it measures the cost per shape of the two query forms on a direct connection:
-server CPU (read from /proc when the server is the script's subprocess) and client CPU (receiving,
+Before the arms it measures the cost per shape of the query forms on a direct connection: server
+CPU (read from /proc when the server is the script's subprocess) and client CPU (receiving,
 decoding, converting). The per-frame loop's time is about frames x query round trip + shapes x its
 per-shape costs; obdb's is about shapes x its per-shape costs + a few round trips per task.
 
-Arms alternate over ``--rounds`` rounds at each RTT; the ratio is per-frame median ÷ obdb median.
-Exit status is 0 whatever the ratio (a measurement, not a test); 1 if the arms' results differ.
+Arms rotate over ``--rounds`` rounds at each RTT; the ratios are per-frame median ÷ obdb median and
+per-frame median ÷ aggregation median. Each arm starts from the same heap: the results kept for the
+identity check are frozen out of the garbage collector (``gc.freeze``) first, so no arm's
+collections walk another arm's objects (within an arm, its earlier tasks' results count, as they do
+in :class:`~obdb.sources.mongo.MongoSource`). Exit status is 0 whatever the ratio (a measurement, not a
+test); 1 if the arms' results differ.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import functools
+import gc
 import importlib.metadata
 import multiprocessing
 import os
@@ -66,12 +78,15 @@ from pymongo.uri_parser import parse_uri  # noqa: E402
 
 from obdb.fileio import write_json  # noqa: E402
 from obdb.mongo.connection import ensure_indexes  # noqa: E402
-from obdb.mongo.layout import BATCH, StoredTask, find_tasks, shape_order, write_task  # noqa: E402
+from obdb.mongo.layout import BATCH, VIEW, StoredTask, find_tasks, shape_order, write_task  # noqa: E402
 from obdb.sources.mongo import (  # noqa: E402
+    _BATCH_SIZE,
     _Counts,
     TaskFrames,
+    frames_pipeline,
     frames_to_parsed,
     read_task_frames,
+    read_view,
     task_to_parsed,
 )
 
@@ -200,12 +215,28 @@ def relayed_uri(uri: str, port: int) -> str:
     return f"{match.group(1)}127.0.0.1:{port}{match.group(3)}"
 
 
-# --------------------------------------------------------------------------- the two readers
+# --------------------------------------------------------------------------- the readers
 
 
 def read_obdb(db, names: list[str]):
     counts = _Counts()
     return [frames_to_parsed(read_task_frames(db, doc), db.name, "bbox", counts) for doc in find_tasks(db, names)]
+
+
+def read_aggregation(db, names: list[str]):
+    counts = _Counts()
+    return [frames_to_parsed(read_task_frames(db, doc, view=False), db.name, "bbox", counts)
+            for doc in find_tasks(db, names)]
+
+
+def read_view_unguarded(db, names: list[str]):
+    counts = _Counts()
+    out = []
+    for doc in find_tasks(db, names):
+        meta = db.meta.find_one({"task_name": doc["name"]})
+        groups = read_view(db, doc["name"], doc.get(BATCH), check_count=False)
+        out.append(frames_to_parsed(TaskFrames(doc, meta["frames"], groups), db.name, "bbox", counts))
+    return out
 
 
 def read_per_frame(db, names: list[str]):
@@ -229,20 +260,37 @@ def server_cpu_s(pid: int) -> float:
 
 
 def per_shape_costs(db, names: list[str], server_pid: int | None) -> dict[str, dict[str, float]]:
-    """Server CPU, client CPU and wall time per shape of both query forms, on ``db``'s connection.
+    """Server CPU, client CPU and wall time per shape of each query form, on ``db``'s connection.
 
     The query runs with undecoded (raw) documents, so its client CPU is receiving only; decoding
-    and conversion are timed after it."""
+    and conversion are timed after it. The count guard returns no documents; it is timed alone."""
     raw_db = db.client.get_database(db.name, codec_options=CodecOptions(document_class=RawBSONDocument))
     options = db.codec_options
     docs = find_tasks(db, names)
     metas = {d["task_name"]: d["frames"] for d in db.meta.find({"task_name": {"$in": names}})}
+    shapes = db.annotation_data.count_documents({"task_name": {"$in": names}})
 
-    def grouped(doc):
-        return read_task_frames(raw_db, doc).groups
+    def committed(doc):
+        return {"task_name": doc["name"], BATCH: doc.get(BATCH)}
+
+    def view(doc):
+        return list(raw_db[VIEW].find(committed(doc), batch_size=_BATCH_SIZE))
+
+    def guard(doc):
+        db.annotation_data.count_documents(committed(doc))
+        return []
+
+    def aggregation(doc):
+        return list(raw_db.annotation_data.aggregate(frames_pipeline(doc["name"], doc.get(BATCH)),
+                                                     batchSize=_BATCH_SIZE, allowDiskUse=True))
 
     def whole(doc):
-        return list(raw_db.annotation_data.find({"task_name": doc["name"], BATCH: doc.get(BATCH)}))
+        return list(raw_db.annotation_data.find(committed(doc)))
+
+    def convert_view(doc, raw):
+        parts = sorted((decode(r.raw, options) for r in raw), key=lambda p: p["part"])
+        return frames_to_parsed(TaskFrames(doc, metas[doc["name"]], [g for p in parts for g in p["groups"]]),
+                                db.name, "bbox", _Counts())
 
     def convert_grouped(doc, raw):
         return frames_to_parsed(TaskFrames(doc, metas[doc["name"]], [decode(r.raw, options) for r in raw]),
@@ -253,18 +301,22 @@ def per_shape_costs(db, names: list[str], server_pid: int | None) -> dict[str, d
         return task_to_parsed(StoredTask(doc, metas[doc["name"]], shapes), db.name, "bbox", _Counts())
 
     out = {}
-    for form, query, convert in (("obdb", grouped, convert_grouped), ("whole documents", whole, convert_whole)):
+    for form, query, convert in (("view", view, convert_view), ("count guard", guard, None),
+                                 ("aggregation", aggregation, convert_grouped),
+                                 ("whole documents", whole, convert_whole)):
         server = server_cpu_s(server_pid) if server_pid else 0.0
         wall, cpu = time.perf_counter(), time.process_time()
         raws = [query(doc) for doc in docs]
         query_wall, query_cpu = time.perf_counter() - wall, time.process_time() - cpu
         server = server_cpu_s(server_pid) - server if server_pid else None
         wall, cpu = time.perf_counter(), time.process_time()
-        parsed = [convert(doc, raw) for doc, raw in zip(docs, raws)]
+        if convert is not None:
+            parsed = [convert(doc, raw) for doc, raw in zip(docs, raws)]
+            assert sum(len(i.boxes) for p in parsed for i in p.images) == shapes
         convert_wall, convert_cpu = time.perf_counter() - wall, time.process_time() - cpu
-        shapes = sum(len(i.boxes) for p in parsed for i in p.images)
         out[form] = {"documents": sum(len(r) for r in raws), "bytes": sum(len(d.raw) for r in raws for d in r),
-                     "server_cpu_us": None if server is None else server / shapes * 1e6, "client_cpu_us": (query_cpu + convert_cpu) / shapes * 1e6,
+                     "server_cpu_us": None if server is None else server / shapes * 1e6,
+                     "client_cpu_us": (query_cpu + convert_cpu) / shapes * 1e6,
                      "decode_convert_cpu_us": convert_cpu / shapes * 1e6,
                      "wall_us": (query_wall + convert_wall) / shapes * 1e6}
     return out
@@ -284,17 +336,30 @@ def query_round_trip_ms(db, n: int = 200) -> float:
 # --------------------------------------------------------------------------- main
 
 
+READERS = {"obdb": read_obdb, "obdb, aggregation": read_aggregation, "view, no count guard": read_view_unguarded,
+           "per-frame": read_per_frame}
+
+
 def run_rtt(db, names: list[str], rounds: int) -> tuple[dict[str, list[float]], bool]:
-    times: dict[str, list[float]] = {"obdb": [], "per-frame": []}
-    readers = {"obdb": read_obdb, "per-frame": read_per_frame}
+    arms = list(READERS)
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
     results: dict[str, Any] = {}
-    for round_no in range(rounds):
-        for arm in (["obdb", "per-frame"] if round_no % 2 == 0 else ["per-frame", "obdb"]):
-            t0 = time.perf_counter()
-            results[arm] = readers[arm](db, names)
-            times[arm].append(time.perf_counter() - t0)
-            print(f"  round {round_no + 1} {arm:>9}: {times[arm][-1]:.2f} s", flush=True)
-    return times, results["obdb"] == results["per-frame"]
+    try:
+        for round_no in range(rounds):
+            shift = round_no % len(arms)
+            for arm in arms[shift:] + arms[:shift]:  # each arm takes each place in turn
+                # the results kept for the comparison would otherwise make every later arm's garbage
+                # collections walk them: each arm starts from the same heap
+                results.pop(arm, None)
+                gc.collect()
+                gc.freeze()
+                t0 = time.perf_counter()
+                results[arm] = READERS[arm](db, names)
+                times[arm].append(time.perf_counter() - t0)
+                print(f"  round {round_no + 1} {arm:>20}: {times[arm][-1]:.2f} s", flush=True)
+        return times, all(results[arm] == results["obdb"] for arm in arms)
+    finally:
+        gc.unfreeze()
 
 
 def main() -> int:
@@ -333,8 +398,8 @@ def main() -> int:
                            "load_before": os.getloadavg()[0]}
         print(f"server: {where}; pymongo {pymongo.version}; Python {platform.python_version()}; "
               f"load {os.getloadavg()[0]:.1f}")
-        print(f"data: {len(names)} tasks, {n_frames} frames, {n_shapes} shapes "
-              f"(written in {result['setup']['write_s']:.0f} s)")
+        print(f"data: {len(names)} tasks, {n_frames} frames, {n_shapes} shapes, {db[VIEW].count_documents({})} "
+              f"view parts (written in {result['setup']['write_s']:.0f} s)")
 
         costs = per_shape_costs(db, names, process.pid if process else None)
         result["per_shape"] = costs
@@ -363,10 +428,15 @@ def main() -> int:
                 if relay is not None:
                     relay.kill()
                     relay.join()
-            obdb_s, loop_s = statistics.median(times["obdb"]), statistics.median(times["per-frame"])
+            median = {arm: statistics.median(t) for arm, t in times.items()}
+            loop_s = median["per-frame"]
             result["rows"].append({"rtt_ms": rtt, "relay": relay is not None, "query_round_trip_ms": round_trip,
-                                   "obdb_s": times["obdb"], "per_frame_s": times["per-frame"],
-                                   "ratio": loop_s / obdb_s, "identical": same})
+                                   "obdb_s": times["obdb"], "aggregation_s": times["obdb, aggregation"],
+                                   "view_unguarded_s": times["view, no count guard"], "per_frame_s": times["per-frame"],
+                                   "ratio": loop_s / median["obdb"],
+                                   "ratio_aggregation": loop_s / median["obdb, aggregation"],
+                                   "ratio_view_unguarded": loop_s / median["view, no count guard"],
+                                   "identical": same})
         result["setup"]["load_after"] = os.getloadavg()[0]
     finally:
         client.drop_database(db_name)
@@ -376,13 +446,16 @@ def main() -> int:
             process.wait(timeout=30)
         storage.cleanup()
 
-    print(f"\n| RTT added | query round trip | obdb | per-frame | per-frame / obdb | >= {TARGET:g}x |")
-    print("|---:|---:|---:|---:|---:|:---:|")
+    print(f"\n| RTT added | query round trip | obdb | obdb, aggregation | view, no count guard | per-frame | "
+          f"per-frame / obdb | >= {TARGET:g}x | per-frame / aggregation | per-frame / unguarded view |")
+    print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|")
     for row in result["rows"]:
         label = f"{row['rtt_ms']:g} ms" if row["relay"] else "0 (direct)"
         print(f"| {label} | {row['query_round_trip_ms']:.2f} ms | {statistics.median(row['obdb_s']):.2f} s | "
+              f"{statistics.median(row['aggregation_s']):.2f} s | {statistics.median(row['view_unguarded_s']):.2f} s | "
               f"{statistics.median(row['per_frame_s']):.2f} s | {row['ratio']:.1f}x | "
-              f"{'yes' if row['ratio'] >= TARGET else 'no'} |")
+              f"{'yes' if row['ratio'] >= TARGET else 'no'} | {row['ratio_aggregation']:.1f}x | "
+              f"{row['ratio_view_unguarded']:.1f}x |")
     identical = all(row["identical"] for row in result["rows"])
     print(f"identical results in every run: {identical}")
     if args.json:

@@ -216,3 +216,46 @@ def mongo_settings(mongo_server: str) -> Callable[[str], dict[str, Any]]:
         return settings
 
     return block
+
+
+from pymongo import monitoring  # noqa: E402
+
+
+class CommandLog(monitoring.CommandListener):
+    """A pymongo command listener that keeps every command a client sent, for tests that assert
+    which queries a reader used (``pymongo.MongoClient(..., event_listeners=[log])``)."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: Any) -> None:
+        self.commands.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+    def sent(self, name: str, collection: str | None = None) -> list[dict[str, Any]]:
+        """The ``name`` commands sent (on ``collection`` only, when given), oldest first."""
+        return [cmd for command, cmd in self.commands
+                if command == name and (collection is None or cmd.get(name) == collection)]
+
+    def clear(self) -> None:
+        self.commands.clear()
+
+
+@pytest.fixture()
+def mongo_commands(mongo_server: str, mongo_db):
+    """``(db, log)``: the ``mongo_db`` database through a second client whose commands ``log``
+    (a :class:`CommandLog`) records."""
+    import pymongo
+
+    log = CommandLog()
+    client = pymongo.MongoClient(mongo_server, tz_aware=True, serverSelectionTimeoutMS=10000,
+                                 event_listeners=[log])
+    try:
+        yield client[mongo_db.name], log
+    finally:
+        client.close()

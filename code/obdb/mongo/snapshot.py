@@ -9,6 +9,11 @@ and our files import with ``mongoimport``.
 Import is idempotent: documents are upserted by ``_id``, and a ``tasks``/``meta`` document replaces
 the stored one of the same task name. Collections are written shapes first and ``tasks`` last, as
 :func:`obdb.mongo.layout.write_task` does, so a task never appears before its shapes.
+
+The read view (``task_frames``, see :mod:`obdb.mongo.layout`) is neither exported nor imported: it
+is derived from the shapes. An import deletes the view of every task name it imports (and the whole
+view with ``drop`` of ``tasks`` or ``annotation_data``), so those tasks are read with the
+aggregation until :func:`~obdb.mongo.layout.write_task` writes them again.
 Every document is checked before anything is written; a malformed one is reported with file and
 line.
 """
@@ -34,6 +39,7 @@ from tqdm.auto import tqdm
 
 from obdb.fileio import atomic_path
 from obdb.mongo.connection import ensure_indexes
+from obdb.mongo.layout import VIEW
 
 logger = logging.getLogger(__name__)
 
@@ -281,13 +287,20 @@ def _operations(name: str, docs: list[dict[str, Any]]) -> Iterator[Any]:
 def import_snapshot(db: Database, files: dict[str, Path], *, drop: bool = False,
                     progress: bool = True) -> dict[str, int]:
     """Check every file, then upsert their documents (``drop``: empty those collections first).
+    The ``task_frames`` views of the imported task names are removed (see the module docstring).
     Returns the document count per imported collection."""
     loaded = {name: load_documents(name, files[name]) for name in COLLECTIONS if name in files}
     if drop:
         for name in loaded:
             db[name].drop()
             logger.info("dropped collection %s.%s", db.name, name)
+        if {"tasks", "annotation_data"} & loaded.keys():
+            db[VIEW].drop()  # derived from what was just dropped
     ensure_indexes(db)
+    # views of the imported task names describe what the import replaces: stale
+    names = sorted({doc[_KEY[name]] for name, docs in loaded.items() for doc in docs})
+    for start in range(0, len(names), _BATCH):
+        db[VIEW].delete_many({"task_name": {"$in": names[start:start + _BATCH]}})
     counts: dict[str, int] = {}
     for name, docs in loaded.items():
         ops = list(_operations(name, docs))

@@ -2,16 +2,31 @@
 an :class:`~obdb.records.AnnotationSet` that equals what the local-file source makes of the same
 annotations exported as files.
 
-Each task is read with two queries (its ``meta`` document, then all its shapes), never one query
-per frame: that loop is what made the original loader take minutes per task. The shape query is an
-aggregation that groups the task's shapes by frame on the server and keeps only the fields the
-conversion reads, under one-letter names: about ten times fewer, smaller documents cross the wire
-and get decoded, which is most of the client's cost per shape. It uses only ``$match`` on the
-``(task_name, obdb_batch, frame)`` index and ``$group``/``$push``, which every MongoDB server has.
-The documents become the same format-neutral :class:`~obdb.sources.formats.ParsedFile` the file
-parsers produce, and the images are found, checked and turned into records by the local source's
-helpers, so missing images, label maps, group regexes, clipping and empty frames follow one set
-of rules whatever the source.
+Each task is read in a handful of queries (its ``meta`` document, then its shapes grouped by
+frame), never one query per frame: that loop is what made the original loader take minutes per
+task. The grouped shapes come from one of two places, both giving one ``{_id: frame, s: [shape,
+...]}`` document per frame with only the fields the conversion reads, under one-letter names
+(about ten times fewer, smaller documents than whole shapes, which is most of the client's cost):
+
+* the task's **read view** (``task_frames``, see :mod:`obdb.mongo.layout`), written by obdb's own
+  writer when the task was written: one ``find`` returns the whole task in a few documents, and
+  the server groups nothing. Used for a task whose ``tasks`` document has a batch, when its view
+  parts are complete and hold as many shapes as a count of the task's committed
+  ``annotation_data`` documents finds: a guard against shapes added or removed by hand, which a
+  real ``mongod`` answers from the index but SecantusDB (the tests' server) only by fetching every
+  shape, at about two thirds of what the aggregation costs it (docs/benchmarks.md);
+* otherwise an **aggregation** (:func:`frames_pipeline`) that groups the shapes on the server: for
+  tasks imported from the original system's exports (no batch: their shapes were not written by
+  us, so we cannot know when a view would be stale), for tasks written by an older obdb (no view
+  yet; the task's next write adds it, and ``obdb sync --full`` writes the views of unchanged
+  tasks), and when the guard fails. It uses only ``$match`` on the ``(task_name, obdb_batch,
+  frame)`` index and ``$group``/``$push``, which every MongoDB server has, and costs the server CPU
+  for every shape on every read.
+
+Both give the same :class:`~obdb.sources.formats.ParsedFile`. It is the format-neutral parse result
+the file parsers produce, and the images are found, checked and turned into records by the local
+source's helpers, so missing images, label maps, group regexes, clipping and empty frames follow
+one set of rules whatever the source.
 
 Shapes: ``rectangle`` points are ``[xtl, ytl, xbr, ybr]``; ``polygon`` and ``points`` become their
 bounding box (or are skipped with ``data.mongo.polygons = "skip"``); other types are counted and
@@ -34,7 +49,8 @@ from pymongo.errors import PyMongoError
 from tqdm.auto import tqdm
 
 from obdb.mongo.connection import MongoConfigError, MongoUnavailable, connect, ensure_indexes
-from obdb.mongo.layout import BATCH, StoredTask, TaskInterrupted, TaskNotFound, find_tasks
+from obdb.mongo.layout import (BATCH, SHAPE_FIELDS, VIEW, StoredTask, TaskInterrupted, TaskNotFound,
+                               find_tasks, view_shapes)
 from obdb.records import AnnotationSet
 from obdb.settings.schema import MongoSettings, Settings
 from obdb.sources.base import SourceError
@@ -55,21 +71,21 @@ class _Counts:
     frames_left_out: int = 0
 
 
-#: The fields the conversion reads, under the one-letter names the shape query returns them by
-#: (they are repeated in every shape on the wire). A missing field stays missing.
-_ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT = "itpclonwh"
-SHAPE_FIELDS = {_ID: "_id", _KIND: "shape_types", _POINTS: "points", _CLASS: "object_class", _LABEL_ID: "label_id",
-                _OCCLUDED: "occluded", _IMAGE: "img_path", _WIDTH: "img_width", _HEIGHT: "img_height"}
+#: The one-letter names of the fields the conversion reads (:data:`obdb.mongo.layout.SHAPE_FIELDS`,
+#: the names the view and the aggregation give them).
+_ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT = SHAPE_FIELDS
 Shape = dict[str, Any]
 
-#: Documents per reply: as many of a task's frame groups as fit in a 16 MiB reply (usually all of
-#: them, so one round trip), instead of the driver's first batch of 101 and a getMore for the rest.
+#: Documents per reply: as many of a task's frame groups (or view parts) as fit in a 16 MiB reply
+#: (usually all of them, so one round trip), instead of the driver's first batch of 101 and a
+#: getMore for the rest.
 _BATCH_SIZE = 100_000
 
 
 def frames_pipeline(name: str, batch: str | None) -> list[dict[str, Any]]:
     """Aggregation giving one document ``{_id: frame, s: [shape, ...]}`` per frame of one task's
-    committed write (each shape with the :data:`SHAPE_FIELDS` it has, in no particular order).
+    committed write (each shape with the :data:`SHAPE_FIELDS` it has, in no particular order): the
+    groups :func:`obdb.mongo.layout.frame_groups` writes into the view.
 
     The server holds a task's shapes in memory while grouping; past about 200 000 shapes that is
     more than the 100 MiB a ``$group`` may use, which servers before 6.0 only allow with
@@ -92,9 +108,11 @@ class TaskFrames:
         return self.doc["name"]
 
 
-def read_task_frames(db: Database, doc: dict[str, Any]) -> TaskFrames:
+def read_task_frames(db: Database, doc: dict[str, Any], *, view: bool = True) -> TaskFrames:
     """Frames and shapes of one task (a ``tasks`` document from :func:`~obdb.mongo.layout.find_tasks`)
-    in two queries, with the interrupted-write check of :func:`~obdb.mongo.layout.read_task`."""
+    with the interrupted-write check of :func:`~obdb.mongo.layout.read_task`: the ``meta`` document,
+    then the task's view (:func:`read_view`) or, where that cannot be used or ``view`` is False,
+    the :func:`frames_pipeline` aggregation. Either way the groups convert to the same parse."""
     name = doc["name"]
     batch = doc.get(BATCH)
     meta = db.meta.find_one({"task_name": name}) or {}
@@ -102,9 +120,40 @@ def read_task_frames(db: Database, doc: dict[str, Any]) -> TaskFrames:
         raise TaskInterrupted(f"task {name!r}: its last write was interrupted (the meta and tasks documents "
                               f"come from different writes); write the task again (obdb sync or obdb db "
                               f"import) before training on it")
-    groups = list(db.annotation_data.aggregate(frames_pipeline(name, batch), batchSize=_BATCH_SIZE,
-                                               allowDiskUse=True))
+    groups = read_view(db, name, batch) if view else None
+    if groups is None:
+        groups = list(db.annotation_data.aggregate(frames_pipeline(name, batch), batchSize=_BATCH_SIZE,
+                                                   allowDiskUse=True))
     return TaskFrames(doc=doc, frames=list(meta.get("frames") or []), groups=groups)
+
+
+def read_view(db: Database, name: str, batch: Any, *, check_count: bool = True) -> list[dict[str, Any]] | None:
+    """The frame groups of task ``name``'s committed write ``batch`` from its ``task_frames`` view, or
+    None (logged) when the task has no batch (not written by obdb), its view is missing or
+    incomplete, or the view's shape count differs from the shapes stored under that batch (someone
+    added or removed shapes by hand): then only the aggregation tells the truth.
+
+    The count is one ``count_documents`` on the ``(task_name, obdb_batch, frame)`` index. A real
+    ``mongod`` can answer it from the index; SecantusDB fetches every shape document for it, which is
+    most of the view read's server time there (docs/benchmarks.md). ``check_count=False`` trusts the
+    view without it (benchmarks use it to show that cost; the source always checks)."""
+    if not isinstance(batch, str):
+        logger.debug("task %r: not written by obdb (no %s), reading it with the aggregation", name, BATCH)
+        return None
+    query = {"task_name": name, BATCH: batch}
+    parts = list(db[VIEW].find(query, batch_size=_BATCH_SIZE))
+    expected = view_shapes(parts)
+    if expected is None:
+        logger.debug("task %r: %s", name, "its view is incomplete" if parts else "no view (written by an older obdb or "
+                     "imported, or the view was dropped; the task's next write, e.g. by obdb sync --full, adds it)")
+        return None
+    stored = db.annotation_data.count_documents(query) if check_count else expected
+    if stored != expected:
+        logger.info("task %r: its view holds %d shapes but %d are stored (changed by hand?); reading it with "
+                    "the aggregation", name, expected, stored)
+        return None
+    parts.sort(key=lambda part: part["part"])
+    return [group for part in parts for group in part.get("groups") or []]
 
 
 def task_to_parsed(stored: StoredTask, database: str, polygons: str, counts: _Counts) -> ParsedFile:
