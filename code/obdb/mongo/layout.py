@@ -314,6 +314,20 @@ def shape_order(shape: dict[str, Any]) -> tuple[Any, ...]:
     return (frame if isinstance(frame, (int, float)) else -1, id_key)
 
 
+def committed_meta(db: Database, doc: dict[str, Any]) -> dict[str, Any]:
+    """The ``meta`` document of the task whose ``tasks`` document is ``doc`` (``{}`` if it has none).
+
+    Raises :class:`TaskInterrupted` when the two come from different writes: the last write of the
+    task stopped between them, and its shapes cannot be told apart."""
+    name = doc["name"]
+    meta = db.meta.find_one({"task_name": name}) or {}
+    if meta and meta.get(BATCH) != doc.get(BATCH):
+        raise TaskInterrupted(f"task {name!r}: its last write was interrupted (the meta and tasks documents "
+                              f"come from different writes); write the task again (obdb sync or obdb db "
+                              f"import) before training on it")
+    return meta
+
+
 def read_task(db: Database, doc: dict[str, Any]) -> StoredTask:
     """Frames and shapes of one task's committed write, in two queries (never one per frame).
 
@@ -322,11 +336,7 @@ def read_task(db: Database, doc: dict[str, Any]) -> StoredTask:
     sort of a large task can hit the server's in-memory sort limit."""
     name = doc["name"]
     batch = doc.get(BATCH)
-    meta = db.meta.find_one({"task_name": name}) or {}
-    if meta and meta.get(BATCH) != batch:
-        raise TaskInterrupted(f"task {name!r}: its last write was interrupted (the meta and tasks documents "
-                              f"come from different writes); write the task again (obdb sync or obdb db "
-                              f"import) before training on it")
+    meta = committed_meta(db, doc)
     shapes = list(db.annotation_data.find({"task_name": name, BATCH: batch}))
     shapes.sort(key=shape_order)
     return StoredTask(doc=doc, frames=list(meta.get("frames") or []), shapes=shapes)

@@ -49,7 +49,7 @@ from pymongo.errors import PyMongoError
 from tqdm.auto import tqdm
 
 from obdb.mongo.connection import MongoConfigError, MongoUnavailable, connect, ensure_indexes
-from obdb.mongo.layout import (BATCH, SHAPE_FIELDS, VIEW, StoredTask, TaskInterrupted, TaskNotFound,
+from obdb.mongo.layout import (BATCH, SHAPE_FIELDS, VIEW, StoredTask, TaskInterrupted, TaskNotFound, committed_meta,
                                find_tasks, view_shapes)
 from obdb.records import AnnotationSet
 from obdb.settings.schema import MongoSettings, Settings
@@ -110,16 +110,12 @@ class TaskFrames:
 
 def read_task_frames(db: Database, doc: dict[str, Any], *, view: bool = True) -> TaskFrames:
     """Frames and shapes of one task (a ``tasks`` document from :func:`~obdb.mongo.layout.find_tasks`)
-    with the interrupted-write check of :func:`~obdb.mongo.layout.read_task`: the ``meta`` document,
+    with the interrupted-write check of :func:`~obdb.mongo.layout.committed_meta`: the ``meta`` document,
     then the task's view (:func:`read_view`) or, where that cannot be used or ``view`` is False,
     the :func:`frames_pipeline` aggregation. Either way the groups convert to the same parse."""
     name = doc["name"]
     batch = doc.get(BATCH)
-    meta = db.meta.find_one({"task_name": name}) or {}
-    if meta and meta.get(BATCH) != batch:
-        raise TaskInterrupted(f"task {name!r}: its last write was interrupted (the meta and tasks documents "
-                              f"come from different writes); write the task again (obdb sync or obdb db "
-                              f"import) before training on it")
+    meta = committed_meta(db, doc)
     groups = read_view(db, name, batch) if view else None
     if groups is None:
         groups = list(db.annotation_data.aggregate(frames_pipeline(name, batch), batchSize=_BATCH_SIZE,
