@@ -133,11 +133,11 @@ class SecantusServer:
     """``python -m secantus`` on a free 127.0.0.1 port; ``uri`` once it answers, ``stop()`` to end it."""
 
     def __init__(self, storage: Path, port: int | None = None, timeout: float = 60.0,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), log: Path | None = None) -> None:
         self.port = port or free_port()
         self.uri = f"mongodb://127.0.0.1:{self.port}/"
         storage.mkdir(parents=True, exist_ok=True)
-        self.log = storage.parent / f"{storage.name}.log"
+        self.log = log or storage.parent / f"{storage.name}.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),

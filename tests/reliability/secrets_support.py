@@ -7,16 +7,14 @@ any file under an output folder) can only mean it leaked.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from conftest import SecantusServer, free_port  # noqa: E402
+from conftest import SecantusServer  # noqa: E402
 
 
 def new_secret(kind: str) -> str:
@@ -78,41 +76,15 @@ class AuthMongo:
                     client.admin.command("createUser", user, pwd=secret, roles=[{"role": "root", "db": "admin"}])
         finally:
             setup.stop()
-        self.port = free_port()
-        self.log = storage.parent / "auth-mongo.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port), "--storage-path",
-                 str(storage), "--auth", "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT)
-        self._wait(timeout)
+        # the same server restarted with --auth (a ping is a handshake command: answered without a login)
+        self.server = SecantusServer(storage, timeout=timeout, extra_args=("--auth",),
+                                     log=storage.parent / "auth-mongo.log")
+        self.port = self.server.port
 
     def uri(self, password: str | None = None) -> str:
         login = f"{self.user}:{password}@" if password else ""
         query = "?authSource=admin" if password else ""
         return f"mongodb://{login}127.0.0.1:{self.port}/{query}"
 
-    def _wait(self, timeout: float) -> None:
-        import pymongo
-
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"SecantusDB --auth exited: {self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                with pymongo.MongoClient(self.uri(), serverSelectionTimeoutMS=500) as client:
-                    client.admin.command("ping")  # a handshake command: answered without a login
-                return
-            except pymongo.errors.PyMongoError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"SecantusDB --auth did not answer within {timeout:.0f} s") from None
-                time.sleep(0.2)
-
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.server.stop()
