@@ -178,6 +178,20 @@ def loader_throughput(args: argparse.Namespace, out: Path, rounds: int = 3) -> d
             "ratio": best["cached"] / best["uncached"], "cache_build_s": build_seconds, "images": len(cached)}
 
 
+def prepare_arm(args: argparse.Namespace, arm: str, out: Path) -> tuple[Any, Any, Any, Any, Any]:
+    """Settings, run paths, prepared data (split, lint), fit config and datasets of one arm, as the
+    runner builds them before a search."""
+    settings = arm_settings(args, arm, out)
+    paths = pipeline.run_paths(settings)
+    prepared = pipeline.prepare_data(settings, paths, progress=False)
+    spec = pipeline.model_spec(settings, args.variant, prepared.class_map.num_classes)
+    config = pipeline.fit_config(settings, args.variant, spec, progress=False)
+    data = fit_module.FitData(prepared.train, prepared.val, prepared.class_map, hflip=settings.train.hflip,
+                              photometric=settings.train.photometric, cache_images=settings.train.cache_images,
+                              cache_dir=pipeline.image_cache_dir(settings, paths), progress=False)
+    return settings, paths, prepared, config, data
+
+
 def train_start_model(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train the shared start model once (reused from ``out`` when it is there) and point every arm at it.
 
@@ -194,14 +208,7 @@ def train_start_model(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         args.start_model = path
         return json.loads(info_path.read_text())
     args.start_model = None
-    settings = arm_settings(args, "start", out)
-    paths = pipeline.run_paths(settings)
-    prepared = pipeline.prepare_data(settings, paths, progress=False)
-    spec = pipeline.model_spec(settings, args.variant, prepared.class_map.num_classes)
-    config = pipeline.fit_config(settings, args.variant, spec, progress=False)
-    data = fit_module.FitData(prepared.train, prepared.val, prepared.class_map, hflip=settings.train.hflip,
-                              photometric=settings.train.photometric, cache_images=True,
-                              cache_dir=pipeline.image_cache_dir(settings, paths), progress=False)
+    _, paths, prepared, config, data = prepare_arm(args, "start", out)  # "start" keeps the image cache on
     print(f"start model: {args.start_epochs} epochs at {START_PARAMS} ...", flush=True)
     started = time.time()
     model, state, _ = fit_module.fit(data, config, HyperParams(**START_PARAMS), max_epochs=args.start_epochs,
@@ -219,15 +226,8 @@ def train_start_model(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def run_arm(args: argparse.Namespace, arm: str, out: Path) -> dict[str, Any]:
-    settings = arm_settings(args, arm, out)
-    paths = pipeline.run_paths(settings)
     started = time.time()
-    prepared = pipeline.prepare_data(settings, paths, progress=False)
-    spec = pipeline.model_spec(settings, args.variant, prepared.class_map.num_classes)
-    config = pipeline.fit_config(settings, args.variant, spec, progress=False)
-    data = fit_module.FitData(prepared.train, prepared.val, prepared.class_map, hflip=settings.train.hflip,
-                              photometric=settings.train.photometric, cache_images=settings.train.cache_images,
-                              cache_dir=pipeline.image_cache_dir(settings, paths), progress=False)
+    settings, paths, prepared, config, data = prepare_arm(args, arm, out)
     print(f"arm {arm}: {DESCRIPTION[arm]} ...", flush=True)
     try:
         pipeline.search(settings, args.variant, data, config, paths)
