@@ -8,7 +8,7 @@ plus coloured rectangles, the size of the original system's full-HD frames.
 
 Timed arms, alternating in order each round, on the same files:
 
-* **probe**: the loader's quick check (:func:`obdb.sources.local.probe_image`: PNG chunk CRCs,
+* **probe**: the loader's quick check (:func:`obdb.imageio.probe_image`: PNG chunk CRCs,
   JPEG decoded at 1/8 scale), which every run already pays;
 * **lint-1**: :func:`obdb.lint.images.inspect_all` with one worker (read, sha256, verify, full
   decode, dHash);
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from obdb.lint.images import default_workers, inspect_all  # noqa: E402
-from obdb.sources.local import probe_image  # noqa: E402
+from obdb.imageio import probe_image  # noqa: E402
 
 
 def make_images(folder: Path, count: int, width: int, height: int) -> list[Path]:

@@ -35,6 +35,7 @@ tile count) it joins its neighbour's block instead: overlapping pixels never str
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import argparse
 import io
 import logging
@@ -84,7 +85,7 @@ LAYOUT_VERSION = 1
 DEMO_GROUP_REGEX = r"^(.*_b\d+)_r"
 
 
-class DemoError(RuntimeError):
+class DemoError(UserError, RuntimeError):
     """The demo data cannot be built (download failed, checksum mismatch, unexpected wheel)."""
 
 

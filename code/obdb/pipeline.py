@@ -6,6 +6,7 @@ checked first, so a bad run fails in seconds with nothing written.
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from .training.fit import EarlySubset, FitConfig, FitData, fit, resolve_device
 log = logging.getLogger(__name__)
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run that cannot start or go on for a reason the user can fix (message says which)."""
 
 

@@ -13,6 +13,7 @@ name is left alone unless ``adopt`` is set. Names are matched exactly, so ``gt_v
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import fnmatch
 import logging
 from collections import Counter
@@ -36,7 +37,7 @@ SHAPE_TYPES = ("rectangle", "polygon", "points")  # what the original layout hol
 DEFAULT_STATUSES = ("completed",)
 
 
-class SyncError(RuntimeError):
+class SyncError(UserError, RuntimeError):
     """The plan cannot be made safely (e.g. two CVAT tasks with one name)."""
 
 

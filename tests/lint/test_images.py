@@ -11,7 +11,7 @@ from lint_helpers import corrupt_png_pixels, record, rules, save, settings, text
 
 from obdb.lint import lint  # noqa: E402
 from obdb.lint.images import inspect_all  # noqa: E402
-from obdb.sources.local import probe_image  # noqa: E402
+from obdb.imageio import probe_image  # noqa: E402
 
 
 def only(result, image_id: str):  # type: ignore[no-untyped-def]

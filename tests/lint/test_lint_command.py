@@ -19,7 +19,7 @@ from lint_helpers import corrupt_png_pixels  # noqa: E402
 from obdb import pipeline  # noqa: E402
 from obdb.cli.main import main  # noqa: E402
 from obdb.settings import load_settings  # noqa: E402
-from obdb.sources.local import probe_image  # noqa: E402
+from obdb.imageio import probe_image  # noqa: E402
 
 BAD = "video01_frame0001.png"
 FAST_SPLIT = {"method": "group", "val_fraction": 0.25, "tsne": {"features": "pixels", "clusters": 2}}

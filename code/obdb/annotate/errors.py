@@ -1,7 +1,9 @@
 """The one error type of the annotate package."""
 from __future__ import annotations
 
+from obdb.errors import UserError
 
-class AnnotateError(ValueError):
+
+class AnnotateError(UserError, ValueError):
     """A mode cannot run as asked (no such task, ambiguous name, missing images...): the message
     names the task, file or option to fix, and nothing was written for that task."""

@@ -12,7 +12,8 @@ import sys
 import traceback
 from typing import Callable
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from obdb.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError  # noqa: F401 - re-exported
+
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # out of space, quota, or file size limit
 TRUE_WORDS = {"1", "true", "yes", "on", "y", "t"}
 FALSE_WORDS = {"0", "false", "no", "off", "n", "f"}
@@ -50,14 +51,6 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="show progress bars (default: true)")
 
 
-_PACKAGE = __name__.rsplit(".", 2)[0]  # "obdb"
-_USER_ERRORS = (("settings.loader", "SettingsError"), ("pipeline", "RunError"), ("sources.base", "SourceError"),
-                ("split.base", "SplitError"), ("models.weights", "ModelError"),
-                ("mongo.connection", "MongoUnavailable"), ("mongo.connection", "MongoConfigError"),
-                ("cvat.connection", "CvatError"), ("annotate.errors", "AnnotateError"),
-                ("training.trainer", "CheckpointError"), ("hpo.storage", "StorageUnavailable"))
-
-
 def whole_number(minimum: int) -> Callable[[str], int]:
     """An argparse ``type`` for a whole number of at least ``minimum`` (counts, sizes, folds)."""
 
@@ -74,16 +67,6 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message is the whole story for the user: no traceback, exit code 2.
-
-    Looked up only in modules already imported (an error cannot come from a module nobody
-    imported), so a bad settings file is reported without importing torch first."""
-    loaded = [getattr(sys.modules[f"{_PACKAGE}.{module}"], name) for module, name in _USER_ERRORS
-              if f"{_PACKAGE}.{module}" in sys.modules]
-    return (*loaded, PermissionError, FileNotFoundError)
-
-
 def guarded(main: Callable[[], int]) -> int:
     """Run ``main``; turn known errors into a one-paragraph message and an exit code."""
     try:
@@ -91,7 +74,10 @@ def guarded(main: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except user_errors() as err:
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except (PermissionError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:  # noqa: BLE001 - last line of defence: show the bug, fail cleanly

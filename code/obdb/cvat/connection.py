@@ -7,6 +7,7 @@ This package is the only place that talks to a CVAT server, and it does so throu
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import logging
 import os
 import time
@@ -34,7 +35,7 @@ DEFAULT_TIMEOUT_S = (10.0, 300.0)  # (connect, read) for every request
 T = TypeVar("T")
 
 
-class CvatError(RuntimeError):
+class CvatError(UserError, RuntimeError):
     """A CVAT request that failed for good; ``status`` is the HTTP status when there was one.
 
     Messages never carry a password, token or cookie."""

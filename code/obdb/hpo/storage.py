@@ -3,6 +3,7 @@ PostgreSQL URL lets several workers share one study. The environment variable
 ``OBDB_OPTUNA_STORAGE`` wins over the settings so passwords never have to be written in a file."""
 from __future__ import annotations
 
+from obdb.errors import ServiceUnavailable
 import logging
 import os
 import re
@@ -54,7 +55,7 @@ def open_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
     return url  # type: ignore[return-value]  # optuna resolves other URL schemes itself
 
 
-class StorageUnavailable(RuntimeError):
+class StorageUnavailable(ServiceUnavailable, RuntimeError):
     """The shared study database cannot be reached (message carries no password)."""
 
 

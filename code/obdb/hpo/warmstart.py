@@ -8,6 +8,7 @@ duplicates; a study that already has trials is continued as it is, so nothing is
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import logging
 import math
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ class WarmStart:
     source: str
 
 
-class WarmStartError(ValueError):
+class WarmStartError(UserError, ValueError):
     """A warm-start source that cannot be read (message names it)."""
 
 

@@ -6,6 +6,7 @@ source. Rules never log per item; the report lists the items and the run logs a 
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -40,7 +41,7 @@ RULES: dict[str, str] = {
 }
 
 
-class LintError(ValueError):
+class LintError(UserError, ValueError):
     """Nothing usable is left after the checks (the message says which rules removed the images)."""
 
 

@@ -10,6 +10,7 @@ when loaded, and model files travel between machines and people, so they are ref
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import logging
 import os
 from pathlib import Path
@@ -32,7 +33,7 @@ BODY_PREFIX = "backbone.body."
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """Any user-facing model problem (unknown backbone/head, bad or foreign weights file, wrong
     architecture). A ``ValueError`` so settings validation code can treat it like other bad input."""
 

@@ -13,6 +13,7 @@ driver's reason, never the password.
 """
 from __future__ import annotations
 
+from obdb.errors import ServiceUnavailable, UserError
 import logging
 import os
 import re
@@ -40,11 +41,11 @@ _UNAUTHORIZED = 13  # a command that needs a login, sent without one
 _CREDENTIALS = re.compile(r"^(mongodb(?:\+srv)?://)([^@/]*)@", re.IGNORECASE)
 
 
-class MongoUnavailable(RuntimeError):
+class MongoUnavailable(ServiceUnavailable, RuntimeError):
     """The server cannot be reached or refuses our credentials (after the configured retries)."""
 
 
-class MongoConfigError(ValueError):
+class MongoConfigError(UserError, ValueError):
     """The connection settings themselves are wrong (password in settings, unreadable secret file)."""
 
 

@@ -42,6 +42,7 @@ none, as after an older obdb, a dropped ``task_frames`` or an import).
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import hashlib
 import json
 from dataclasses import dataclass
@@ -257,7 +258,7 @@ def stored_tasks(db: Database) -> dict[str, datetime]:
             if isinstance(doc.get("name"), str)}
 
 
-class TaskNotFound(KeyError):
+class TaskNotFound(UserError, KeyError):
     """Requested task names that the database does not hold."""
 
     def __init__(self, missing: list[str], available: list[str]) -> None:
@@ -271,7 +272,7 @@ class TaskNotFound(KeyError):
         return str(self.args[0])
 
 
-class TaskInterrupted(RuntimeError):
+class TaskInterrupted(UserError, RuntimeError):
     """A task whose last write stopped between its ``meta`` and ``tasks`` documents."""
 
 

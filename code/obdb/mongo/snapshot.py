@@ -19,6 +19,7 @@ line.
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import contextlib
 import hashlib
 import json
@@ -50,7 +51,7 @@ _READ_OPTIONS = JSONOptions(tz_aware=True, tzinfo=timezone.utc)
 _BATCH = 1000
 
 
-class SnapshotError(ValueError):
+class SnapshotError(UserError, ValueError):
     """A snapshot file cannot be imported; the message names the file (and line)."""
 
 

@@ -7,6 +7,7 @@ without one (ignored with a single warning), or an error.
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import logging
 from typing import Any
 
@@ -23,7 +24,7 @@ IGNORED_KEYS = {
 VARIANT_BLOCK_KEYS = set(VariantSettings.model_fields)
 
 
-class LegacyError(ValueError):
+class LegacyError(UserError, ValueError):
     """A malformed value in a legacy key; ``path`` names the key."""
 
     def __init__(self, path: str, message: str) -> None:

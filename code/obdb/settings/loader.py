@@ -6,6 +6,7 @@ broken file is fixed in one edit rather than one error per run.
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import difflib
 import json
 import logging
@@ -20,7 +21,7 @@ from .schema import Settings
 log = logging.getLogger(__name__)
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """Invalid settings. ``str()`` is the full message meant for the user."""
 
 

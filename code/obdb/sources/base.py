@@ -9,6 +9,7 @@ light-weight tools (data checks, the demo fetcher) without the training stack.
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type checkers only
     from obdb.records import AnnotationSet
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """Annotations cannot be read as asked: malformed or unknown file, missing task, bad input.
 
     A ``ValueError`` so callers that validate user input can catch both alike. The message always

@@ -20,12 +20,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from obdb.imageio import probe_image
 from obdb.records import AnnotationSet, ImageRecord, SkippedImage
 from obdb.sources.base import SourceError
 from obdb.sources.formats import ParsedFile, ParsedImage, parse_file
+from obdb.sources.grouping import frame_group
 
 logger = logging.getLogger(__name__)
 
@@ -62,36 +63,6 @@ def collect_annotation_files(annotations: list[Path] | Path | str | list[str]) -
     return files
 
 
-def probe_image(path: Path) -> tuple[int, int] | str:
-    """``(width, height)`` of a readable image, else the reason it is unusable.
-
-    Cheap enough to run on every frame: ``verify()`` walks PNG chunks (CRC-checked, so a cut-off
-    file fails), and JPEGs are decoded at 1/8 scale with ``draft`` because ``verify()`` does not
-    notice a truncated JPEG. Other formats get a full decode.
-    """
-    try:
-        if path.stat().st_size == 0:
-            return "empty image file (0 bytes)"
-        with Image.open(path) as im:
-            size = im.size
-            fmt = im.format
-            im.verify()
-        if fmt != "PNG":
-            with Image.open(path) as im:
-                if fmt == "JPEG":
-                    im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-                im.load()
-    except UnidentifiedImageError:
-        return "not a readable image"
-    except Image.DecompressionBombError as err:  # a header claiming billions of pixels: never decoded
-        return f"image too large to open safely: {err}"
-    except (OSError, SyntaxError, ValueError) as err:
-        return f"corrupt or truncated image: {err}"
-    if size[0] <= 0 or size[1] <= 0:
-        return f"image has no pixels ({size[0]}x{size[1]})"
-    return size
-
-
 def resolve_image(images_dir: Path, name: str) -> tuple[Path | None, list[Path]]:
     """First existing candidate path for an annotation's image name, plus all candidates tried
     (for the skip reason). Backslashes from Windows-made exports are treated as separators."""
@@ -103,19 +74,6 @@ def resolve_image(images_dir: Path, name: str) -> tuple[Path | None, list[Path]]
         if candidate.is_file():
             return candidate, candidates
     return None, candidates
-
-
-def _group_of(name: str, task: str, regex: re.Pattern[str] | None) -> str:
-    """Group = first capture group (or whole match) of the regex on the image *file name*
-    (basename), else the task: frames of one video/session must stay on one side of a split."""
-    if regex is None:
-        return task
-    match = regex.search(Path(name.replace("\\", "/")).name)
-    if match is None:
-        return task
-    if match.re.groups and match.group(1) is not None:
-        return match.group(1)
-    return match.group(0)
 
 
 class _Stats:
@@ -170,7 +128,7 @@ def _build_record(parsed: ParsedFile, image: ParsedImage, path: Path, size: tupl
     return ImageRecord(
         image_id=f"{parsed.task}/{image.name}", path=path, width=width, height=height,
         boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4), labels=labels,
-        group=_group_of(image.name, parsed.task, regex), task=parsed.task, frame=image.frame,
+        group=frame_group(image.name, parsed.task, regex), task=parsed.task, frame=image.frame,
         meta={"source_file": str(parsed.path), "format": parsed.format,
               "occluded": occluded, "difficult": difficult},
     )

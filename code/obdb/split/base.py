@@ -6,6 +6,7 @@ exact validation images it was measured on.
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from ..records import stable_hash
 TRAIN, VAL = "train", "val"
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """A split that cannot be made or read; the message says why and what to change."""
 
 

@@ -6,6 +6,7 @@ final run share the exact same code path. Training knows nothing of Optuna.
 """
 from __future__ import annotations
 
+from obdb.errors import UserError
 import logging
 import math
 import time
@@ -230,7 +231,7 @@ class Trainer:
         log.info("%s: stopping: %s", self.name, reason)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be resumed from. Writes are atomic, so this means the file was
     damaged or replaced from outside: the run stops rather than silently starting over."""
 
