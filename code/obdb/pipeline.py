@@ -26,7 +26,7 @@ from .models import ModelError, ModelSpec, resolve_variant, save_model
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
-from .sources.factory import source_from_settings
+from .sources.factory import load_from_settings
 from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed
 from .training.fit import EarlySubset, FitConfig, FitData, fit, resolve_device
@@ -98,7 +98,7 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
 # --- stage 1: data -------------------------------------------------------------------------------
 def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet:
     data = settings.data
-    loaded = source_from_settings(settings, progress=progress).load()
+    loaded = load_from_settings(settings, progress=progress)
     if data.excluded_frames:
         excluded = set(data.excluded_frames)
         kept = [r for r in loaded.records

@@ -28,12 +28,11 @@ from .cvat import (CvatSession, TaskInfo, expand_tracks, get_annotations, list_t
                    task_labels)
 from .cvat.tasks import FrameMeta
 from .mongo.layout import TaskNotFound, delete_task, find_tasks, stored_tasks, write_task
-from .sources.formats import rotated_rect_bbox
+from .sources.contract import BOX_KINDS, OUTLINE_KINDS, shape_box
 
 log = logging.getLogger(__name__)
 
 SOURCE = "cvat"  # value of ``source`` in the tasks documents sync writes
-SHAPE_TYPES = ("rectangle", "polygon", "points")  # what the original layout holds
 DEFAULT_STATUSES = ("completed",)
 
 
@@ -148,13 +147,15 @@ def _in_scope(name: str, names: Sequence[str] | None, pattern: str | None) -> bo
 def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels: dict[int, str],
                     skipped: Counter[str]) -> list[dict[str, Any]]:
     """``annotation_data`` documents (without ``task_name``) for every shape of a task, tracks
-    expanded. Rotated rectangles become their axis-aligned box; shapes of other types, on
-    deleted frames or with unknown labels are counted in ``skipped``."""
+    expanded. Polygons and points are stored as they are (the original layout holds them; the
+    reader's ``data.polygons`` decides); rotated rectangles, ellipses and masks as the rectangle
+    :func:`~obdb.sources.contract.shape_box` gives, as every source reads them. Other kinds, shapes
+    on deleted frames and shapes of unknown labels are counted in ``skipped``."""
     docs = []
     for shape in expand_tracks(annotations, len(frames)):
         kind = shape.get("type")
         frame = frames[shape["frame"]]
-        if kind not in SHAPE_TYPES:
+        if kind not in BOX_KINDS and kind not in OUTLINE_KINDS:
             skipped[f"{kind} shape(s)"] += 1
             continue
         if frame.deleted:
@@ -164,8 +165,8 @@ def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels
             skipped["shape(s) of unknown labels"] += 1
             continue
         points = [float(p) for p in shape["points"]]
-        if kind == "rectangle" and shape.get("rotation"):
-            points = list(rotated_rect_bbox(*points[:4], float(shape["rotation"])))
+        if kind in BOX_KINDS and (kind != "rectangle" or shape.get("rotation")):
+            kind, points = "rectangle", list(shape_box(kind, points, float(shape.get("rotation") or 0.0)))
         docs.append({"type": "annotation", "shape_types": kind, "occluded": bool(shape.get("occluded", False)),
                      "points": points, "frame": shape["frame"], "label_id": shape["label_id"],
                      "source": shape.get("source", "manual"), "object_class": labels[shape["label_id"]],

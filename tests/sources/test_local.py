@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from obdb.records import AnnotationSet
-from obdb.sources.base import LocalSource, Source, SourceError
+from obdb.sources.contract import Source, SourceError
 from obdb.sources.cvat_xml import CvatBox, CvatImage, cvat_xml_text
-from obdb.sources.local import load_local
+from obdb.sources.driver import LoadOptions, load as load_source
+from obdb.sources.local import LocalSource, load_local
 
 # --------------------------------------------------------------------------- helpers / fixtures
 
@@ -106,7 +107,7 @@ def test_clipping_and_degenerate_boxes_are_counted(data: Path, caplog: pytest.Lo
         '<box label="T" xtl="5" ytl="5" xbr="5.5" ybr="20"/>'        # 0.5 px wide -> dropped
         '<box label="T" xtl="63.5" ytl="1" xbr="80" ybr="9"/>'       # 0.5 px left after clipping
         "</image>"]))
-    with caplog.at_level(logging.WARNING, logger="obdb.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
         result = load(xml, data)
     np.testing.assert_allclose(result.records[0].boxes, [[0, 0, 10, 10], [60, 40, 64, 48]])
     assert result.dropped_boxes == 3
@@ -119,17 +120,17 @@ def test_non_box_shapes_are_ignored_with_a_count(data: Path, caplog: pytest.LogC
         '<polyline label="T" points="1,1;5,5"/><points label="T" points="3,3"/>'
         '<polyline label="T" points="2,2;6,6"/><box label="T" xtl="1" ytl="1" xbr="5" ybr="5"/>'
         "</image>"]))
-    with caplog.at_level(logging.WARNING, logger="obdb.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
         result = load(xml, data)
-    assert len(result.records[0].boxes) == 1
-    assert "cvat:points=1" in caplog.text and "cvat:polyline=2" in caplog.text
+    assert len(result.records[0].boxes) == 1  # the one-point "points" shape is a degenerate box
+    assert "skipped 2 polyline shape(s)" in caplog.text and result.dropped_boxes == 1
 
 
 def test_size_mismatch_warns_and_uses_real_size(data: Path, caplog: pytest.LogCaptureFixture) -> None:
     xml = write(data / "annotations" / "size.xml", cvat_xml("t", [
         '<image id="0" name="a.png" width="640" height="480">'
         '<box label="T" xtl="10" ytl="10" xbr="600" ybr="400"/></image>']))
-    with caplog.at_level(logging.WARNING, logger="obdb.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
         record = load(xml, data).records[0]
     assert (record.width, record.height) == (64, 48)
     np.testing.assert_allclose(record.boxes, [[10, 10, 64, 48]])
@@ -235,7 +236,7 @@ def test_bad_images_are_skipped_and_listed(data: Path, caplog: pytest.LogCapture
     xml = write(data / "annotations" / "bad.xml", cvat_xml("t", [
         f'<image id="{i}" name="{n}" width="64" height="48"><box label="T" xtl="1" ytl="1" xbr="9" ybr="9"/></image>'
         for i, n in enumerate(names)]))
-    with caplog.at_level(logging.WARNING, logger="obdb.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
         result = load(xml, data)
     assert [r.image_id for r in result.records] == ["t/a.png"]
     reasons = {Path(s.path).name: s.reason for s in result.skipped}
@@ -358,7 +359,7 @@ def test_group_regex(data: Path) -> None:
 
 
 def test_local_source_wraps_load_local(data: Path, labelled: Path) -> None:
-    source = LocalSource(annotations=[labelled], images_dir=data / "images", keep_empty=False, progress=False)
+    source = LocalSource(annotations=[labelled], images_dir=data / "images")
     assert isinstance(source, Source)
-    result = source.load()
+    result = load_source(source, LoadOptions(keep_empty=False), progress=False)
     assert [r.image_id for r in result.records] == ["lab/a.png", "lab/b.png"]

@@ -97,8 +97,7 @@ class MongoSettings(StrictModel):
     database: str = Field("annotations", min_length=1)
     timeout_s: float = Field(10.0, gt=0, le=600)
     retries: int = Field(4, ge=0, le=50)
-    polygons: Literal["bbox", "skip"] = Field("bbox", description="polygon and points shapes: train on "
-                                              "their bounding box, or skip them")
+    polygons: Literal["bbox", "skip"] = Field("bbox", description="older name of data.polygons (skip wins)")
 
 
 class CvatSettings(StrictModel):
@@ -124,6 +123,8 @@ class DataSettings(StrictModel):
                                    description="annotation files or folders; default <dataset_dir>/annotations")
     images_dir: Optional[str] = Field(None, description="default: dataset_dir")
     keep_empty: bool = True
+    polygons: Literal["bbox", "skip"] = Field("bbox", description="polygon and points shapes, every source: "
+                                              "train on their bounding box, or skip them")
     label_map: dict[str, Optional[str]] = Field(default_factory=dict)
     group_regex: Optional[str] = None
     excluded_frames: list[str] = Field(default_factory=list)
