@@ -28,7 +28,7 @@ from .cvat import (CvatSession, TaskInfo, expand_tracks, get_annotations, list_t
                    task_labels)
 from .cvat.tasks import FrameMeta
 from .mongo.layout import TaskNotFound, delete_task, find_tasks, stored_tasks, write_task
-from .sources.contract import BOX_KINDS, OUTLINE_KINDS, shape_box
+from .sources.contract import BOX_KINDS, shape_box
 
 log = logging.getLogger(__name__)
 
@@ -147,24 +147,23 @@ def _in_scope(name: str, names: Sequence[str] | None, pattern: str | None) -> bo
 def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels: dict[int, str],
                     skipped: Counter[str]) -> list[dict[str, Any]]:
     """``annotation_data`` documents (without ``task_name``) for every shape of a task, tracks
-    expanded. Polygons and points are stored as they are (the original layout holds them; the
-    reader's ``data.polygons`` decides); rotated rectangles, ellipses and masks as the rectangle
-    :func:`~obdb.sources.contract.shape_box` gives, as every source reads them. Other kinds, shapes
-    on deleted frames and shapes of unknown labels are counted in ``skipped``."""
+    expanded. Rotated rectangles, ellipses and masks are stored as the rectangle
+    :func:`~obdb.sources.contract.shape_box` gives (the original layout has no rotation, ellipse or
+    mask), every other kind as it is: the reader decides about polygons and points
+    (``data.polygons``), and a polyline or cuboid tells it that its frame shows an object it does
+    not train on (so the frame is no negative). Shapes on deleted frames or with unknown labels are
+    counted in ``skipped``."""
     docs = []
     for shape in expand_tracks(annotations, len(frames)):
         kind = shape.get("type")
         frame = frames[shape["frame"]]
-        if kind not in BOX_KINDS and kind not in OUTLINE_KINDS:
-            skipped[f"{kind} shape(s)"] += 1
-            continue
         if frame.deleted:
             skipped["shape(s) on deleted frames"] += 1
             continue
         if shape.get("label_id") not in labels:
             skipped["shape(s) of unknown labels"] += 1
             continue
-        points = [float(p) for p in shape["points"]]
+        points = [float(p) for p in shape.get("points") or []]
         if kind in BOX_KINDS and (kind != "rectangle" or shape.get("rotation")):
             kind, points = "rectangle", list(shape_box(kind, points, float(shape.get("rotation") or 0.0)))
         docs.append({"type": "annotation", "shape_types": kind, "occluded": bool(shape.get("occluded", False)),

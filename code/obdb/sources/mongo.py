@@ -12,7 +12,8 @@ This module only converts documents: frames are the ``meta`` frames in frame ord
 index is the frame number), named by the ``img_path`` of their first shape where they have shapes;
 shapes on a frame ``meta`` does not list still make a frame. Within a frame, shapes keep the order
 they were annotated in (``_id`` order, as :func:`obdb.mongo.layout.shape_order` sorts). Shapes carry
-their ``source`` and ``attributes`` for the ground-truth rule.
+their ``source`` and ``attributes`` for the ground-truth rule, and a ``rotation`` where a document
+has one (the original layout has none: ``obdb sync`` stores rotated rectangles as their enclosing box).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 #: The one-letter names of the fields the conversion reads (:data:`obdb.mongo.layout.SHAPE_FIELDS`,
 #: the names the view and the aggregation give them).
-_ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT, _SOURCE, _ATTRIBUTES = SHAPE_FIELDS
+_ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT, _SOURCE, _ATTRIBUTES, _ROTATION = SHAPE_FIELDS
 Doc = dict[str, Any]
 
 
@@ -177,12 +178,13 @@ def _shape(doc: Doc, task: str, frame: int, label_names: dict[Any, str]) -> Shap
             values = [float(v) for v in points] if isinstance(points, list) else []
         except (TypeError, ValueError) as err:
             raise SourceError(f"{where}: 'points' holds a value that is not a number: {points!r}") from err
-        if len(values) < 2 or len(values) % 2:
+        if kind != "mask" and (len(values) < 2 or len(values) % 2):
             raise SourceError(f"{where}: 'points' must be a flat list [x1, y1, x2, y2, ...], got {points!r}")
         if kind == "rectangle" and len(values) != 4:
             raise SourceError(f"{where}: a rectangle needs 4 points values [xtl, ytl, xbr, ybr], got {points!r}")
-    attributes = doc.get(_ATTRIBUTES)
+    attributes, rotation = doc.get(_ATTRIBUTES), doc.get(_ROTATION)
     return Shape(kind=kind, points=values, label=label, occluded=bool(doc.get(_OCCLUDED, False)),
+                 rotation=float(rotation) if isinstance(rotation, (int, float)) and not isinstance(rotation, bool) else 0.0,
                  source=doc.get(_SOURCE) if isinstance(doc.get(_SOURCE), str) else None,
                  attributes={str(k): str(v) for k, v in attributes.items()} if isinstance(attributes, dict) else {},
                  ref=f"annotation_data {doc.get(_ID)}")
