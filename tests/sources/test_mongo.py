@@ -17,15 +17,13 @@ from bson import ObjectId
 from PIL import Image
 
 from obdb.mongo import connection, layout
-from obdb.mongo.layout import BATCH, VIEW, find_tasks, read_task, write_task
+from obdb.mongo.layout import BATCH, SHAPE_FIELDS, VIEW, find_tasks, write_task
 from obdb.mongo.snapshot import import_snapshot, snapshot_files
 from obdb.pipeline import load_annotations
 from obdb.records import ImageRecord
 from obdb.settings import load_settings
 from obdb.sources.contract import SourceError
-from obdb.sources.mongo import _whole_frame, frames_to_task, read_task_frames, read_view
-from obdb.mongo.layout import SHAPE_FIELDS
-from obdb.sources.mongo import TaskFrames
+from obdb.sources.mongo import TaskFrames, _whole_frame, frames_to_task, read_task_frames, read_view
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
