@@ -62,3 +62,20 @@ def test_bad_files_name_the_problem(tmp_path: Path) -> None:
         read_xml_task(video)
     with pytest.raises(SourceError, match="no \\*.xml files"):
         xml_files(tmp_path / "empty") if (tmp_path / "empty").mkdir() is None else None
+
+
+def test_one_reader_refuses_entity_bombs_and_external_entities(tmp_path: Path) -> None:
+    """Training and upload read CVAT XML through one reader, and expat refuses both attacks there."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read")
+    laughs = "".join(f'<!ENTITY l{i} "{"&l%d;" % (i - 1) * 10}">' for i in range(1, 10))
+    bomb = f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY l0 "ha">{laughs}]><annotations>&l9;</annotations>'
+    xxe = (f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]>'
+           '<annotations><image id="0" name="&x;"/></annotations>')
+    for name, text in (("bomb.xml", bomb), ("xxe.xml", xxe)):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(SourceError, match=rf"{name}: malformed XML"):
+            read_xml_task(path)
+        with pytest.raises(SourceError, match=rf"{name}: malformed XML"):
+            parse_file(path)
