@@ -28,7 +28,7 @@ from .cvat import (CvatSession, TaskInfo, expand_tracks, get_annotations, list_t
                    task_labels)
 from .cvat.tasks import FrameMeta
 from .mongo.layout import TaskNotFound, delete_task, find_tasks, stored_tasks, write_task
-from .sources.contract import BOX_KINDS, shape_box
+from .shapes import BOX_KINDS, shape_box
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels
                     skipped: Counter[str]) -> list[dict[str, Any]]:
     """``annotation_data`` documents (without ``task_name``) for every shape of a task, tracks
     expanded. Rotated rectangles, ellipses and masks are stored as the rectangle
-    :func:`~obdb.sources.contract.shape_box` gives (the original layout has no rotation, ellipse or
+    :func:`~obdb.shapes.shape_box` gives (the original layout has no rotation, ellipse or
     mask), every other kind as it is: the reader decides about polygons and points
     (``data.polygons``), and a polyline or cuboid tells it that its frame shows an object it does
     not train on (so the frame is no negative). Shapes on deleted frames or with unknown labels are

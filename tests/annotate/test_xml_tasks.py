@@ -8,7 +8,7 @@ import pytest
 
 from obdb.annotate.xml_tasks import read_xml_task, xml_files
 from obdb.sources.contract import SourceError
-from obdb.sources.contract import shape_box
+from obdb.shapes import shape_box
 from obdb.sources.local import parse_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

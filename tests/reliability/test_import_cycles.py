@@ -85,7 +85,7 @@ def test_the_checker_finds_a_cycle_through_a_function_level_import(tmp_path: Pat
 
 def test_obdb_has_no_import_cycles() -> None:
     graph = import_graph()
-    assert {"obdb.sources.driver", "obdb.sources.contract", "obdb.pipeline"} <= graph.keys()
+    assert {"obdb.sources.driver", "obdb.sources.contract", "obdb.pipeline", "obdb.shapes"} <= graph.keys()
     assert "obdb.sources.contract" in graph["obdb.sources.driver"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

@@ -18,7 +18,7 @@ from obdb.mongo.layout import write_task
 from obdb.pipeline import load_annotations
 from obdb.settings import parse_settings
 from obdb.sources import driver
-from obdb.sources.contract import shape_box
+from obdb.shapes import shape_box
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import tiny_settings  # noqa: E402

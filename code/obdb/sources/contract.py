@@ -1,4 +1,4 @@
-"""The source contract: what a source hands the driver, and the one ``shape → box`` rule.
+"""The source contract: what a source hands the driver.
 
 A *source* (local export files, MongoDB, CVAT) is small, as a cvat-sdk auto-annotation function
 is: it only turns its store into parsed :class:`Task` objects (frames with their shapes exactly as
@@ -7,33 +7,18 @@ happens once, in :mod:`obdb.sources.driver`, so every source gives the same reco
 task. Shapes keep CVAT's JSON form, the richest of the three stores, so nothing is lost on the way
 (``annotate`` re-uploads parsed XML shapes as they are).
 
-Shape kinds (:func:`shape_box`), identical for every source and for ``obdb sync``:
-
-* ``rectangle``: its box; a ``rotation`` gives the enclosing axis-aligned box;
-* ``ellipse`` (``[cx, cy, cx + rx, cy - ry]``, optional rotation): the enclosing box;
-* ``mask`` (RLE values, then ``left, top, right, bottom`` inclusive): its bounding box;
-* ``polygon`` and ``points``: their bounding box, or skipped with ``data.polygons: "skip"``;
-* anything else (``polyline``, ``cuboid``, ``skeleton``, COCO crowd regions...): skipped.
+Which shape kinds become which boxes is :func:`obdb.shapes.shape_box`'s, the same for every source
+and for ``obdb sync``.
 
 Sources know nothing of torch and import nothing from the other sources.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from obdb.errors import UserError
-
-Box = tuple[float, float, float, float]
-
-#: Kinds that always become their (enclosing) box.
-BOX_KINDS = ("rectangle", "ellipse", "mask")
-#: Kinds that outline an object by points: their bounding box, unless ``polygons`` is ``"skip"``.
-OUTLINE_KINDS = ("polygon", "points")
-POLYGON_CHOICES = ("bbox", "skip")
 
 
 class SourceError(UserError, ValueError):
@@ -100,39 +85,6 @@ class Source(Protocol):
 
     def read_tasks(self, progress: bool = True) -> list[Task]:
         ...
-
-
-def shape_box(kind: str, points: Sequence[float], rotation: float = 0.0, polygons: str = "bbox") -> Box | None:
-    """The axis-aligned box ``x1, y1, x2, y2`` a shape trains as, or None when its kind is skipped
-    (see the module docstring). Raises ValueError for a point list of the wrong length."""
-    if kind in OUTLINE_KINDS:
-        if polygons == "skip":
-            return None
-        if len(points) < 2 or len(points) % 2:
-            raise ValueError(f"a {kind} needs x, y pairs, got {len(points)} values")
-        xs, ys = points[0::2], points[1::2]
-        return min(xs), min(ys), max(xs), max(ys)
-    if kind == "mask":
-        if len(points) < 4:
-            raise ValueError(f"a mask needs its left, top, right, bottom, got {len(points)} values")
-        left, top, right, bottom = points[-4:]
-        return left, top, right + 1, bottom + 1  # CVAT's right/bottom are the last pixels inside
-    if kind not in ("rectangle", "ellipse"):
-        return None
-    if len(points) != 4:
-        raise ValueError(f"a {kind} needs 4 values, got {len(points)}")
-    rad = math.radians(rotation or 0.0)
-    if kind == "ellipse":
-        cx, cy, rx, ry = points[0], points[1], abs(points[2] - points[0]), abs(points[1] - points[3])
-        ex, ey = math.hypot(rx * math.cos(rad), ry * math.sin(rad)), math.hypot(rx * math.sin(rad), ry * math.cos(rad))
-        return cx - ex, cy - ey, cx + ex, cy + ey
-    x1, y1, x2, y2 = points
-    if not rotation:
-        return x1, y1, x2, y2
-    cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, abs(x2 - x1) / 2, abs(y2 - y1) / 2
-    c, s = abs(math.cos(rad)), abs(math.sin(rad))
-    ex, ey = hw * c + hh * s, hw * s + hh * c
-    return cx - ex, cy - ey, cx + ex, cy + ey
 
 
 def to_float(value: Any, what: str, origin: Any, where: str) -> float:

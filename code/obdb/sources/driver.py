@@ -10,7 +10,7 @@ MongoDB, CVAT and what ``obdb sync`` stored follow one set of rules:
   unreadable or truncated (:func:`obdb.imageio.probe_image`) is skipped and listed, never fatal;
 * shapes that are model proposals not taken as ground truth (:func:`obdb.sources.truth.is_ground_truth`
   with ``include_auto``) are left out and counted: the frame is judged on its ground truth alone;
-* each shape becomes a box by :func:`~obdb.sources.contract.shape_box`; shapes it skips are counted
+* each shape becomes a box by :func:`~obdb.shapes.shape_box`; shapes it skips are counted
   by kind. **A frame that had shapes skipped and has no box left is left out** (counted), never
   kept as an empty negative: it shows objects, just not ones we train on. A frame with boxes left
   keeps them;
@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 from obdb.imageio import probe_image
 from obdb.paths import PathOutsideRoot, resolve_inside
 from obdb.records import AnnotationSet, ImageRecord, SkippedImage
-from obdb.sources.contract import OUTLINE_KINDS, Frame, Source, SourceError, Task, shape_box
+from obdb.shapes import OUTLINE_KINDS, shape_box
+from obdb.sources.contract import Frame, Source, SourceError, Task
 from obdb.sources.grouping import frame_group
 from obdb.sources.truth import is_ground_truth
 

@@ -31,7 +31,8 @@ from obdb.mongo.connection import MongoConfigError, MongoUnavailable, connect, e
 from obdb.mongo.layout import (BATCH, SHAPE_FIELDS, VIEW, TaskInterrupted, TaskNotFound, committed_meta, find_tasks,
                                view_shapes)
 from obdb.settings.schema import MongoSettings
-from obdb.sources.contract import BOX_KINDS, OUTLINE_KINDS, Frame, Shape, SourceError, Task
+from obdb.shapes import BOX_KINDS, OUTLINE_KINDS
+from obdb.sources.contract import Frame, Shape, SourceError, Task
 
 logger = logging.getLogger(__name__)
 
