@@ -41,7 +41,7 @@ SHAPES: list[tuple[int, str, str, list[float], float]] = [
 
 
 PROPOSAL = 7  # SHAPES index of the one shape a model proposed (and a person accepted)
-ACCEPTED = ("auto", {"review": "accepted"}, "all")  # what the ground-truth rule is asked about it
+ACCEPTED = ("auto", {"review": "accepted"})  # what the ground-truth rule is asked about it
 
 
 def xml_shape(kind: str, label: str, p: list[float], rotation: float, proposal: bool = False) -> str:
@@ -111,7 +111,7 @@ def test_one_task_four_ways_gives_equal_records(data, tmp_path, fake_cvat, mongo
     probe = driver.probe_image
     monkeypatch.setattr(driver, "probe_image", lambda path: opened.append(Path(path)) or probe(path))
     asked: list[tuple] = []  # every shape's source and attributes reach the ground-truth rule
-    monkeypatch.setattr(driver, "is_ground_truth", lambda *args: asked.append((args[0], dict(args[1]), args[2])) or True)
+    monkeypatch.setattr(driver, "is_ground_truth", lambda *args: asked.append((args[0], dict(args[1]))) or True)
 
     with caplog.at_level(logging.INFO, logger="obdb.sources"):
         local = load_annotations(settings(data, tmp_path / "local", {}), progress=False)
