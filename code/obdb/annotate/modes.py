@@ -92,7 +92,7 @@ def usable_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[str, st
     return kept, skipped
 
 
-def skip_note(skipped: Sequence[tuple[str, str]], examples: int = 3) -> str:
+def skip_note(skipped: Sequence[tuple[str, str]], examples: int = 5) -> str:
     """``name: reason`` for the first few skipped images, and how many more there are."""
     shown = "; ".join(f"{name}: {reason}" for name, reason in skipped[:examples])
     return shown + (f" (+{len(skipped) - examples} more)" if len(skipped) > examples else "")

@@ -97,7 +97,7 @@ def upload_records(session: CvatSession, records: Sequence[ImageRecord], labels:
     return plans
 
 
-def _examples(items: Sequence[str], count: int = 3) -> str:
+def _examples(items: Sequence[str], count: int = 5) -> str:
     return "; ".join(items[:count]) + (f" (+{len(items) - count} more)" if len(items) > count else "")
 
 
