@@ -213,3 +213,36 @@ def test_a_5000_by_2_image_does_not_crash_evaluation(model_file: Path, tmp_path:
     torch.manual_seed(0)
     metrics = evaluate(model, records, class_map, device="cpu", progress=False)
     assert "map" in metrics
+
+
+# --------------------------------------------------------------------------- lint gates the run
+def test_lint_drops_images_outside_the_data_root_without_opening_them(layout: dict[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a source lets through, the run's lint stage (before the split, its report's
+    thumbnails, training and evaluation) drops records whose file lies outside the data root,
+    even with ``lint.enabled`` off, and never reads them."""
+    import obdb.lint.images as lint_images
+    from obdb.lint import lint_for_run
+    from obdb.records import AnnotationSet
+    from obdb.settings import parse_settings
+
+    opened: list[Path] = []
+    real = lint_images.inspect_image
+    monkeypatch.setattr(lint_images, "inspect_image", lambda p, **kw: (opened.append(Path(p)), real(p, **kw))[1])
+
+    def records() -> AnnotationSet:
+        def rec(path: Path, name: str) -> ImageRecord:
+            return ImageRecord(f"t/{name}", path, 64, 48, np.array([[1, 1, 9, 9]]), ["red"], task="t")
+        return AnnotationSet([rec(layout["images"] / "a.png", "a"), rec(layout["secret"], "s"),
+                              rec(layout["images"] / "link.png", "l"), rec(Path("/etc/passwd"), "p")])
+
+    for enabled in (True, False):
+        settings = parse_settings({"variants": ["resnet18"], "save_dir": str(layout["root"] / "train"),
+                                   "dataset_dir": str(layout["root"] / "data"),
+                                   "data": {"images_dir": str(layout["images"])}, "lint": {"enabled": enabled}})
+        annotations = records()
+        result = lint_for_run(annotations, settings, save_dir=layout["root"] / "train", progress=False)
+        assert [r.image_id for r in annotations.records] == ["t/a"]
+        if result is not None:
+            assert sorted(i.image_id for i in result.issues if i.rule == "outside_root") == ["t/l", "t/p", "t/s"]
+    assert opened and all(p.resolve().parent == layout["images"].resolve() for p in opened)

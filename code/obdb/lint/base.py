@@ -25,6 +25,7 @@ DROPPED_IMAGE, DROPPED_BOX, CLIPPED_BOX, CORRECTED, KEPT = (
 #: sees what was checked and not only what was found)
 RULES: dict[str, str] = {
     "source_skipped": "left out while loading: missing, empty or unreadable file",
+    "outside_root": "the image path leads outside the data root ('..', absolute, a symlink out): never opened",
     "unreadable": "the file cannot be read or opened as an image",
     "truncated": "the pixel data does not decode: truncated or corrupt file",
     "unconvertible": "the pixel mode has no 8-bit RGB form (training could not use it)",
