@@ -186,3 +186,18 @@ def test_damaged_exif_is_shown_unrotated(tmp_path: Path, caplog: pytest.LogCaptu
     Image.new("RGB", (8, 4)).save(path, exif=b"Exif\x00\x00II*\x00garbage")
     caplog.set_level(logging.WARNING)
     assert open_rgb(path).size == (8, 4) and probe_image(path) == (8, 4)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_every_reader_agrees_on_the_upright_size(tmp_path: Path, fmt: str) -> None:
+    """torchvision's fast decoder (JPEG/PNG only: it ignores WebP's orientation), PIL's readers
+    (its TIFF reader turns the image itself) and the header-only size all give the upright size."""
+    path = tmp_path / f"o6.{fmt.lower()}"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (STORED_W, STORED_H), (10, 200, 30)).save(path, format=fmt, exif=exif.tobytes())
+    upright = (STORED_H, STORED_W)  # width, height
+    assert probe_image(path) == image_size(path) == open_rgb(path).size == upright
+    assert tuple(decode_rgb(path).shape) == (3, STORED_W, STORED_H)
+    facts = inspect_image(path)
+    assert (facts.width, facts.height) == upright

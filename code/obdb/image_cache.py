@@ -85,7 +85,7 @@ def quiet_decoder_warning() -> None:
 def _decode(path: Path) -> Tensor:
     """:func:`decode_rgb` without touching the warning filters (``catch_warnings`` is not
     thread-safe: the cache builder sets the filter once around its decoding threads)."""
-    if decode_image is not None:
+    if decode_image is not None and _fast_format(path):
         try:
             image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
         except (RuntimeError, ValueError):
@@ -94,6 +94,17 @@ def _decode(path: Path) -> Tensor:
             return image
     array = np.array(open_rgb(path), dtype=np.uint8)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _fast_format(path: Path) -> bool:
+    """JPEG or PNG by content: the formats whose EXIF orientation torchvision applies like PIL
+    (it ignores WebP's, for one), so only they take the fast path."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def network_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:

@@ -70,7 +70,11 @@ def _png_late_exif(image: Image.Image) -> bool:
 
 
 def orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1-8) of an opened image; 1 when there is none or it is invalid."""
+    """The EXIF orientation (1-8) still to apply to an opened image; 1 when there is none or it is
+    invalid. PIL's TIFF reader turns the image itself (its ``size`` is already upright), so a
+    TIFF has nothing left to apply."""
+    if image.format == "TIFF":
+        return 1
     if (image.format == "PNG" and "exif" not in image.info and "Raw profile type exif" not in image.info
             and not _png_late_exif(image)):
         return 1  # PIL's PNG getexif() would decode the whole image to look for it
