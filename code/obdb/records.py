@@ -73,8 +73,9 @@ def check_class_names(names: Iterable[str], where: str) -> list[str]:
     cleaned = [normalise_label(n, where) for n in names]
     for position, name in enumerate(cleaned):
         if name == BACKGROUND and position > 0:
-            raise LabelError(f"{where + ': ' if where else ''}{BACKGROUND!r} is listed at position {position + 1}; the name is reserved for "
-                             f"the background class (index 0): list it first or not at all")
+            place = f"{where}: " if where else ""
+            raise LabelError(f"{place}{BACKGROUND!r} is listed at position {position + 1}; the name is reserved "
+                             f"for the background class (index 0): list it first or not at all")
     return cleaned
 
 
