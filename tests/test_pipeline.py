@@ -85,7 +85,7 @@ def test_two_variants_search_then_final_training(settings_file, tmp_path: Path) 
 
     # test_model.py on the run's val split reproduces the final validation mAP
     scored = run_cli(TEST_MODEL, "-m", str(save_dir / "resnet18" / "model.pt"), "-f", str(path),
-                     "-o", str(tmp_path / "score.json"))
+                     "--metrics-json", str(tmp_path / "score.json"))
     assert scored.returncode == 0, scored.stderr[-3000:]
     score = json.loads((tmp_path / "score.json").read_text())
     final = json.loads((save_dir / "resnet18" / "metrics.json").read_text())
