@@ -14,9 +14,9 @@ MongoDB, CVAT and what ``obdb sync`` stored follow one set of rules:
   by kind. **A frame that had shapes skipped and has no box left is left out** (counted), never
   kept as an empty negative: it shows objects, just not ones we train on. A frame with boxes left
   keeps them;
-* labels are renamed by ``label_map`` (``""``/``None`` drops the box: a deliberate drop, so a frame
-  left without boxes that way is a negative); the group comes from
-  :func:`obdb.sources.grouping.frame_group`;
+* labels are renamed by ``label_map`` and normalised (:func:`obdb.records.map_label`;
+  ``""``/``None`` drops the box: a deliberate drop, so a frame left without boxes that way is a
+  negative); the group comes from :func:`obdb.sources.grouping.frame_group`;
 * the real image size wins over the annotation's; boxes are clipped to it and what is thinner than
   1 px (or not finite) is dropped and counted;
 * frames without boxes are kept as negatives unless ``keep_empty`` is off.
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from obdb.imageio import probe_image
 from obdb.paths import PathOutsideRoot, resolve_inside
-from obdb.records import AnnotationSet, ImageRecord, SkippedImage
+from obdb.records import AnnotationSet, ImageRecord, SkippedImage, map_label
 from obdb.shapes import OUTLINE_KINDS, shape_box
 from obdb.sources.contract import Frame, Source, SourceError, Task
 from obdb.sources.grouping import frame_group
@@ -142,7 +142,7 @@ def _frame_boxes(task: Task, frame: Frame, options: LoadOptions, stats: _Stats) 
             continue
         if shape.kind in OUTLINE_KINDS:
             stats.as_bbox[shape.kind] += 1
-        label = options.label_map[shape.label] if shape.label in options.label_map else shape.label
+        label = map_label(shape.label, options.label_map, f"{task.name}/{frame.name}")
         if not label:
             stats.label_dropped += 1
             continue
