@@ -27,6 +27,7 @@ from .outputs import RunPaths, attach_log_file, check_writable, now, write_manif
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
 from .sources.factory import source_from_settings
+from .sources.grouping import assign_groups
 from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed
 from .training.fit import EarlySubset, FitConfig, FitData, fit, resolve_device
@@ -106,6 +107,7 @@ def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet
                         or any(str(r.path).endswith("/" + e.lstrip("/")) for e in excluded))]
         log.info("excluded_frames removed %d image(s)", len(loaded.records) - len(kept))
         loaded.records = kept
+    assign_groups(loaded.records, data.group_regex)  # recordings, before lint and split look at groups
     return loaded
 
 

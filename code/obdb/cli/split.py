@@ -18,6 +18,9 @@ def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
         "manifest and its report (class/cluster counts, divergences, leakage check, t-SNE figures) under "
         "<save_dir>/splits/.")
     add_settings_args(parser, "split.method=tsne split.tsne.folds=5")
+    parser.add_argument("--fail-on-leak", action=argparse.BooleanOptionalAction, default=None,
+                        help="exit 2 when groups or neighbouring frames straddle train and val "
+                        "(default: the setting split.fail_on_leak, else off)")
     add_common(parser)
     return parser
 
@@ -45,7 +48,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
         pipeline.require_records(annotations)
         pipeline.choose_class_map(settings, annotations)  # count only the boxes a model would train on
         outcome = split_for_run(annotations.records, settings, save_dir=paths.save_dir, progress=args.progress,
-                                report=True, log_summary=False)
+                                report=True, log_summary=False, fail_on_leak=False)
         assert outcome.report is not None
         print("\n".join(summary_lines(outcome.report)))
         if outcome.manifest.folds:
@@ -56,6 +59,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
         figures = [str(outcome.report_files[k]) for k in ("tsne", "divergence", "thumbnails")
                    if k in outcome.report_files]
         print(f"figures:  {', '.join(figures)}")
+        fail = settings.split.fail_on_leak if args.fail_on_leak is None else args.fail_on_leak
+        if fail and outcome.leak_count:  # after the summary, so the user sees what leaks
+            from ..split.service import SplitLeakError
+
+            raise SplitLeakError(f"{outcome.leak_message()}; failing because of --fail-on-leak / split.fail_on_leak")
         return EXIT_OK
 
     return guarded(body)

@@ -205,6 +205,10 @@ class SplitSettings(StrictModel):
     file: Optional[str] = None
     seed: Optional[int] = None
     fold: Optional[int] = Field(None, ge=0, description="k-fold (split.tsne.folds): the fold used as val")
+    fail_on_leak: bool = Field(False, description="a split with groups on both sides or neighbouring frames "
+                               "across sides is an error (exit 2) instead of a warning")
+    neighbour_max_gap: int = Field(10, ge=0, le=100000, description="frame numbers at most this far apart "
+                                   "(same folder and name stem) count as neighbouring frames")
     tsne: TsneSplitSettings = Field(default_factory=TsneSplitSettings)
 
     @model_validator(mode="after")
