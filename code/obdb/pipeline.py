@@ -80,6 +80,10 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
             problems.append(f"variants[{index}] ({variant}): {err}")
         if block.run_hpo and not settings.hpo_parameters:
             problems.append(f"{variant}.run_hpo is 1 but hpo_parameters (or sherpa_parameters) is empty")
+        if not block.run_hpo and block.optimal_hpo_settings is None and settings.has_placeholder_params(variant) \
+                and (block.use_settings_file or not run_paths(settings).best_params_file(variant).exists()):
+            problems.append(f"{variant}.run_hpo is 0 but its optimal_hpo_settings are all false (\"not found yet\"): "
+                            "give the parameters, or set run_hpo: 1 to search them")
         if block.pretrained_model_path and not Path(block.pretrained_model_path).is_file():
             problems.append(f"{variant}.pretrained_model_path: file not found: {block.pretrained_model_path}")
         elif block.pretrained_model_path:

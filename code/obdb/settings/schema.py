@@ -11,7 +11,7 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 #: Hyperparameters a trial (or a fixed run) sets. Everything else about training is a setting.
 HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "step_size", "gamma")
@@ -125,8 +125,13 @@ class DataSettings(StrictModel):
     images_dir: Optional[str] = Field(None, description="default: dataset_dir")
     keep_empty: bool = True
     label_map: dict[str, Optional[str]] = Field(default_factory=dict)
-    group_regex: Optional[str] = None
+    group_regex: Optional[str] = Field(None, description="split group: first match (capture group 1, else the "
+                                       "whole match) in the image file name, then its relative path, then the task "
+                                       "name; default: the recording (image folder joined with the task name "
+                                       "without gt_train_/gt_val_/... prefixes)")
     excluded_frames: list[str] = Field(default_factory=list)
+    full_hd: Flag = Field(False, description="frames larger than 1920x1080 are cropped to their bottom-centre "
+                          "full-HD region (boxes clipped, boxes outside dropped); legacy key full_hd")
 
     @model_validator(mode="after")
     def _regex_compiles(self) -> "DataSettings":
@@ -333,6 +338,16 @@ class Settings(StrictModel):
         if len(set(self.default_class_map)) != len(self.default_class_map):
             raise ValueError("default_class_map lists a class twice")
         return self
+
+    # variants whose file gave optimal_hpo_settings as all-false placeholders (see settings.legacy)
+    _placeholder_params: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def mark_placeholder_params(self, variants: list[str]) -> None:
+        self._placeholder_params = frozenset(variants)
+
+    def has_placeholder_params(self, name: str) -> bool:
+        """The file said "no parameters found yet" for this variant (every value false)."""
+        return name in self._placeholder_params
 
     def variant(self, name: str) -> VariantSettings:
         return self.variant_settings.get(name, VariantSettings())
