@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - future torchvision without its own dec
     ImageReadMode = decode_image = None  # type: ignore[assignment,misc]
 
 from .fileio import read_json, write_json
+from .fullhd import crop_tensor, record_crop
 from .records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def cache_key(records: Sequence[ImageRecord], min_size: int, max_size: int) -> s
     for record in records:
         stat = os.stat(record.path)
         digest.update(f"\n{Path(record.path).resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+        digest.update(f"\t{record_crop(record)}".encode() if record_crop(record) else b"")
     return digest.hexdigest()[:20]
 
 
@@ -219,7 +221,7 @@ class ImageCache:
         offset = 0
 
         def load(record: ImageRecord) -> tuple[tuple[int, int], Tensor]:
-            image = _decode(record.path)
+            image = crop_tensor(_decode(record.path), record)  # full_hd: the record's crop (obdb.fullhd)
             original = (int(image.shape[-2]), int(image.shape[-1]))
             return original, resize_to(image, network_size(*original, min_size, max_size))
 

@@ -27,6 +27,7 @@ from .outputs import RunPaths, attach_log_file, check_writable, now, write_manif
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
 from .sources.factory import source_from_settings
+from .fullhd import apply_full_hd
 from .sources.grouping import assign_groups
 from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed
@@ -111,6 +112,8 @@ def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet
                         or any(str(r.path).endswith("/" + e.lstrip("/")) for e in excluded))]
         log.info("excluded_frames removed %d image(s)", len(loaded.records) - len(kept))
         loaded.records = kept
+    if data.full_hd:  # 4K frames -> their bottom-centre full-HD region, boxes clipped (obdb.fullhd)
+        apply_full_hd(loaded.records)
     assign_groups(loaded.records, data.group_regex)  # recordings, before lint and split look at groups
     return loaded
 

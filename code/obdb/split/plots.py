@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..fileio import write_with
+from ..fullhd import crop_image
 from ..plotting import pyplot, save_figure
 from ..records import ImageRecord
 from .base import VAL, SplitManifest
@@ -149,7 +150,7 @@ def plot_thumbnails(path: Path, manifest: SplitManifest, analysis: Analysis, rec
     draw = ImageDraw.Draw(canvas)
     for (cx, cy), i in best.items():
         with Image.open(records[i].path) as image:
-            thumb = image.convert("RGB").resize((cell - 4, cell - 4), Image.Resampling.BILINEAR)
+            thumb = crop_image(image.convert("RGB"), records[i]).resize((cell - 4, cell - 4), Image.Resampling.BILINEAR)
         side = manifest.assignment[analysis.ids[i]]
         left, top = cx * cell, (grid - 1 - cy) * cell  # map y grows upwards, image rows downwards
         draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill=VAL_COLOUR if side == VAL else TRAIN_COLOUR)
