@@ -100,6 +100,12 @@ def split_for_run(records: Sequence[ImageRecord], settings: Settings, *, save_di
     grouping = assign_groups(records, settings.data.group_regex)
     for line in grouping.lines():
         log.info("%s", line.strip())
+    if cfg.method in ("group", "tsne") and grouping.groups < 2 <= len(records):
+        raise SplitError(f"split.method {cfg.method!r}: all {len(records)} images form one group "
+                         f"({' '.join(grouping.lines()[1:2]).strip() or grouping.rule}): frames that share a folder "
+                         "or a task (without split prefix) are one recording. If the folder holds several "
+                         "recordings, set data.group_regex to name them (file name, path or task), or use "
+                         "split.method 'random' for unrelated images")
     analysis = None
     if cfg.method == "tsne" or want_report:
         analysis = analyse(records, options, seed=seed, cache_dir=feature_cache_dir(settings),
