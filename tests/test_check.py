@@ -72,3 +72,13 @@ def test_check_fails_when_no_box_is_in_the_class_map(tiny_data: Path, tmp_path: 
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert check(write(tmp_path, tiny_data, default_class_map=["Background", "green"])) == 2
     assert "no boxes with the labels ['green'] remain" in capsys.readouterr().err
+
+
+def test_runner_stops_before_training_on_a_leaking_split(tiny_data: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, tiny_data, split={"method": "random", "val_fraction": 0.5, "fail_on_leak": True})
+    assert main(["-f", str(path), "--progress", "false"]) == 2
+    assert "LEAKS" in capsys.readouterr().err
+    save_dir = tmp_path / "train"
+    assert list((save_dir / "splits").glob("*.json"))  # the manifest and report are there to inspect
+    assert not (save_dir / "resnet18").exists()  # nothing trained
