@@ -145,3 +145,27 @@ def test_full_hd_in_loading_training_data_cache_lint_and_features(big_data: Path
     whole = compute_features([plain.by_id()[ordered[0].image_id]], [PixelExtractor()],
                              FeatureCache(tmp_path / "f"))["pixels-v1"]
     assert not np.allclose(features[0], whole[0])
+
+
+def test_evaluation_rows_and_mosaic_tiles_are_in_frame_pixels() -> None:
+    from obdb.evaluation.report import image_tile
+    from obdb.fullhd import rows_to_frame
+
+    record = ImageRecord("t/a.png", Path("a.png"), W, H, [[100, 100, 200, 200]], ["weed"], task="t")
+    crop_record(record)  # offset (40, 20)
+    other = ImageRecord("t/b.png", Path("b.png"), 64, 48, [[1, 1, 9, 9]], ["weed"], task="t")
+    rows = [{"image_id": "t/a.png", "kind": "TP", "label": "weed", "score": 0.9, "gt_index": 0,
+             "pred_x1": 60.0, "pred_y1": 80.0, "pred_x2": 160.0, "pred_y2": 180.0,
+             "gt_x1": 60.0, "gt_y1": 80.0, "gt_x2": 160.0, "gt_y2": 180.0},
+            {"image_id": "t/a.png", "kind": "FN", "label": "weed", "score": None, "gt_index": 0,
+             "pred_x1": None, "pred_y1": None, "pred_x2": None, "pred_y2": None,
+             "gt_x1": 60.0, "gt_y1": 80.0, "gt_x2": 160.0, "gt_y2": 180.0},
+            {"image_id": "t/b.png", "kind": "TP", "label": "weed", "score": 0.9, "gt_index": 0,
+             "pred_x1": 1.0, "pred_y1": 1.0, "pred_x2": 9.0, "pred_y2": 9.0,
+             "gt_x1": 1.0, "gt_y1": 1.0, "gt_x2": 9.0, "gt_y2": 9.0}]
+    rows_to_frame(rows, [record, other])
+    assert [rows[0][k] for k in ("pred_x1", "pred_y1", "gt_x2", "gt_y2")] == [100.0, 100.0, 200.0, 200.0]
+    assert rows[1]["pred_x1"] is None and rows[1]["gt_x1"] == 100.0 and rows[2]["pred_x1"] == 1.0
+    tile = image_tile(record, {"tp": 1, "fp": 0, "fn": 0, "f1": 1.0}, rows[:1])
+    assert tuple(tile.crop) == (40, 20, 1960, 1100)
+    assert [b[0] for b in tile.boxes] == [[100.0, 100.0, 200.0, 200.0], [100.0, 100.0, 200.0, 200.0]]

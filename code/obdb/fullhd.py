@@ -149,6 +149,22 @@ def to_frame(boxes: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 4) + np.asarray([x0, y0, x0, y0], dtype=np.float32)
 
 
+def rows_to_frame(rows: Sequence[dict[str, Any]], records: Sequence[Any]) -> None:
+    """Evaluation's per-box rows (``pred_x1`` … ``gt_y2``, by ``image_id``) from crop pixels to frame
+    pixels, in place, so reports and stored results line up with the frames in CVAT."""
+    offsets = {r.image_id: record_crop(r)[:2] for r in records if record_crop(r) is not None}  # type: ignore[index]
+    for row in rows:
+        offset = offsets.get(row.get("image_id"))
+        if offset is None:
+            continue
+        for prefix in ("pred_", "gt_"):
+            for axis, shift in (("x", offset[0]), ("y", offset[1])):
+                for end in ("1", "2"):
+                    key = f"{prefix}{axis}{end}"
+                    if isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool):
+                        row[key] = row[key] + shift
+
+
 def cache_key(content_key: str, record: Any) -> str:
     """A feature/image cache key that tells a cropped frame from the whole one."""
     rect = record_crop(record)
