@@ -27,7 +27,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "mongo"))
 from original_layout import (S1, S2, Layout, build_original_layout, neighbours_across,  # noqa: E402
                              sides_per_recording)
-from original_export import original_documents  # noqa: E402
+from original_export import write_original_export  # noqa: E402
+
+from obdb.mongo.snapshot import import_snapshot, snapshot_files  # noqa: E402
 
 FAST = {"features": "pixels", "clusters": 2, "thumbnails": False, "pca_dims": 8, "perplexity": 5.0}
 #: The original system's grouping, by task: splits every video into its train and val task.
@@ -93,8 +95,8 @@ def test_local_original_layout_splits_by_recording(layout: Layout, tmp_path: Pat
 @pytest.mark.parametrize("method", ["group", "tsne"])
 def test_mongo_original_layout_splits_by_recording(layout: Layout, tmp_path: Path, mongo_db, mongo_settings,
                                                    method: str) -> None:
-    for collection, docs in original_documents(layout.xml_files()).items():
-        mongo_db[collection].insert_many([{k: v for k, v in d.items() if k != "_id"} for d in docs])
+    export = write_original_export(layout.xml_files(), tmp_path / "export")  # as mongoexport writes it
+    import_snapshot(mongo_db, snapshot_files([export]), progress=False)  # what `obdb db import` does
     raw = raw_settings(layout, tmp_path, {"source": "mongo", "mongo": mongo_settings(mongo_db.name)}, method=method)
     del raw["data"]["annotations"]
     raw["annotations_list"] = layout.tasks
