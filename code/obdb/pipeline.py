@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from .fileio import read_json, remove_stale_temps, write_json
+from .fullhd import apply_full_hd
 from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, redact, run_search, storage_url,
                   study_name)
 from .hpo.coordination import FinalClaim, claim_final
@@ -27,7 +28,6 @@ from .outputs import RunPaths, attach_log_file, check_writable, now, write_manif
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
 from .sources.factory import source_from_settings
-from .fullhd import apply_full_hd
 from .sources.grouping import assign_groups
 from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed

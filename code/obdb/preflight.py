@@ -20,6 +20,7 @@ from .hpo.storage import StorageUnavailable, check_reachable
 from .lint import LintError
 from .lint.run import lint, settings_class_map
 from .pipeline import RunError, check_run, choose_class_map, load_annotations, require_records, run_paths
+from .records import ImageRecord
 from .settings import Settings
 from .split.base import SplitError, SplitManifest
 from .split.leakage import split_leaks
@@ -90,7 +91,7 @@ def preflight(settings: Settings, variants: Sequence[str] | None = None, *, prog
                         settings.split.method)
 
 
-def check_split(settings: Settings, records: list) -> None:  # type: ignore[type-arg]
+def check_split(settings: Settings, records: list[ImageRecord]) -> None:
     """The split the run would make, in memory (``tsne``: its group count only, no features)."""
     cfg = settings.split
     try:
