@@ -57,7 +57,8 @@ class SplitOutcome:
         where = self.report_files.get("report") or self.manifest_file
         return (f"split {self.manifest.hash} ({self.manifest.method}) LEAKS: {self.leak_count} leak(s): {groups} "
                 f"group(s) on both sides, {neighbours['pairs']} neighbouring frame pair(s) across sides "
-                f"(e.g. {_example(neighbours)}); validation scores will be inflated. Fix data.group_regex "
+                f"(e.g. {_example(neighbours, self.leaks['groups']['straddling'])}); validation scores will be "
+                "inflated. Fix data.group_regex "
                 f"or the split (see {where})")
 
 
@@ -65,11 +66,11 @@ class SplitLeakError(SplitError):
     """``split.fail_on_leak``: the split puts one recording's frames on both sides."""
 
 
-def _example(neighbours: dict[str, Any]) -> str:
-    if not neighbours["examples"]:
-        return "none among neighbours"
-    first = neighbours["examples"][0]
-    return f"{first['a']!r} / {first['b']!r}"
+def _example(neighbours: dict[str, Any], straddling: dict[str, Any]) -> str:
+    if neighbours["examples"]:
+        first = neighbours["examples"][0]
+        return f"{first['a']!r} / {first['b']!r}"
+    return f"group {next(iter(straddling))!r}" if straddling else "-"
 
 
 def split_seed(settings: Settings) -> int:
