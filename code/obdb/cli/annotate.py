@@ -15,27 +15,22 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_common, guarded, setup_logging, whole_number
+from .common import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, BoolAction, add_bool, add_common, add_task_names, guarded,
+                     setup_logging, whole_number)
 
 DEFAULT_OUT = "auto_annotate_out"
 SAFETY = ("Without --replace no existing shape is deleted or changed; with --replace only auto shapes nobody "
           "has reviewed yet (source=auto, review=unreviewed) are replaced. Human shapes are never touched.")
 
 
-def _flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
-    """A ``--name`` / ``--no-name`` pair (default off). ``--name False`` is an error rather than
-    the original tool's silent "true"."""
-    parser.add_argument(name, action=argparse.BooleanOptionalAction, default=False, help=help_text)
-
-
 def _common(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:
     parser.add_argument("--url", help="CVAT server URL (default: $CVAT_URL)")
-    _flag(parser, "--allow-version-mismatch", "go on when the server's version is not one this tool was "
+    add_bool(parser, "--allow-version-mismatch", "go on when the server's version is not one this tool was "
           "tested with")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OBDB_OUT") or DEFAULT_OUT),
+    parser.add_argument("-o", "--out", type=Path, metavar="DIR", default=Path(os.environ.get("OBDB_OUT") or DEFAULT_OUT),
                         help="output folder for backups and reports (default: $OBDB_OUT or ./auto_annotate_out)")
     if writes:
-        _flag(parser, "--dry-run", "print what would change per task and write nothing")
+        add_bool(parser, "--dry-run", "print what would change per task and write nothing")
         parser.add_argument("--chunk-size", type=whole_number(1), default=2000, help="shapes per upload request (default 2000)")
     add_common(parser)
 
@@ -54,14 +49,14 @@ def _model(parser: argparse.ArgumentParser, threshold: float = 0.5) -> None:
     parser.add_argument("--batch-size", type=whole_number(1), default=4, help="images per inference batch (default 4)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--max-detections", type=whole_number(1), default=100, help="per image (default 100)")
-    parser.add_argument("--full-hd", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--full-hd", action=BoolAction, default=None,
                         help="predict on the bottom-centre 1920x1080 crop of larger frames, boxes mapped back to the "
                         "frame (default: the settings' full_hd with -f, else off)")
 
 
 def _task_choice(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", action="append", default=[], metavar="NAME",
-                        help="exact task name (repeatable; names may contain spaces)")
+    add_task_names(parser, "a task to work on")
+    parser.add_argument("--name", dest="task_names", action="append", help=argparse.SUPPRESS)  # older spelling
     parser.add_argument("--pattern", metavar="GLOB", help="task names matching a shell-style pattern, e.g. 'gt_val_*'")
 
 
@@ -77,14 +72,14 @@ def build_parser(prog: str = "auto_annotate.py") -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path)
     p.add_argument("--task-name", help="name of the task (default: the folder's name)")
     _model(p)
-    _flag(p, "--replace", "refresh unreviewed auto shapes of an existing task of that name")
+    add_bool(p, "--replace", "refresh unreviewed auto shapes of an existing task of that name")
     _common(p)
 
     p = sub.add_parser("tasks", help="annotate existing tasks (by name or pattern; one task = a rerun)",
                        description="Add predictions to existing CVAT tasks as auto shapes. " + SAFETY)
     _task_choice(p)
     _model(p)
-    _flag(p, "--replace", "replace earlier unreviewed auto shapes with the new predictions")
+    add_bool(p, "--replace", "replace earlier unreviewed auto shapes with the new predictions")
     _common(p)
 
     p = sub.add_parser("upload-gt", help="upload ground truth (a data set or a split) as tasks",
@@ -94,7 +89,8 @@ def build_parser(prog: str = "auto_annotate.py") -> argparse.ArgumentParser:
     p.add_argument("-f", "--settings", help="settings JSON (its data source and split)")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="settings overrides")
     p.add_argument("--tasks", metavar="KEY", help="use another task list of the settings, e.g. annotations_list_4k")
-    p.add_argument("--split", choices=["all", "train", "val"], default="all")
+    p.add_argument("--split", choices=["all", "train", "val"], default="all",
+                   help="which side of the split to upload (default: all images)")
     p.add_argument("--split-manifest", type=Path, help="split manifest JSON to use (default: the run's split)")
     p.add_argument("--annotations", nargs="+", type=Path, default=[], help="annotation files/folders instead of -f")
     p.add_argument("--images", type=Path, help="image folder for --annotations")
@@ -118,15 +114,15 @@ def build_parser(prog: str = "auto_annotate.py") -> argparse.ArgumentParser:
     _model(p)
     p.add_argument("-i", "--iou", type=_fraction, default=0.3,
                    help="a prediction overlapping a human box with IoU >= this is not proposed (default 0.3)")
-    _flag(p, "--replace", "replace earlier unreviewed candidates with the new ones")
+    add_bool(p, "--replace", "replace earlier unreviewed candidates with the new ones")
     _common(p)
 
     p = sub.add_parser("status", help="set the job state/stage of tasks",
                        description="Set every job of the chosen tasks to a state and/or stage, e.g. "
                        "--state completed --stage acceptance.")
     _task_choice(p)
-    p.add_argument("--state", choices=["new", "in progress", "completed", "rejected"])
-    p.add_argument("--stage", choices=["annotation", "validation", "acceptance"])
+    p.add_argument("--state", choices=["new", "in progress", "completed", "rejected"], help="job state to set")
+    p.add_argument("--stage", choices=["annotation", "validation", "acceptance"], help="job stage to set")
     _common(p)
     return parser
 
@@ -206,7 +202,7 @@ def run_mode(args: argparse.Namespace) -> list[Any]:
     gt = _ground_truth(args) if args.mode == "upload-gt" else None
     files = xml_files(args.folder) if args.mode == "upload-xml" else []
     session = connect(CvatCredentials.from_env(url=args.url), allow_version_mismatch=args.allow_version_mismatch)
-    tasks = {"names": args.name, "pattern": args.pattern} if hasattr(args, "pattern") else {}
+    tasks = {"names": args.task_names, "pattern": args.pattern} if hasattr(args, "pattern") else {}
     if args.mode == "folder":
         return modes.annotate_folder(session, function, args.folder, options, name=args.task_name)
     if args.mode == "tasks":

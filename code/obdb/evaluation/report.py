@@ -84,8 +84,8 @@ def pick_cases(images: Sequence[Mapping[str, Any]], case: str, count: int) -> li
 def image_tile(record: ImageRecord, image_row: Mapping[str, Any], boxes: Sequence[Mapping[str, Any]]) -> Tile:
     """Ground truth green (orange where missed), drawn wider than the predictions (red, with
     their score) so a box under a matching prediction stays visible."""
-    tile = Tile(record.path, f"{record.image_id}\nTP {image_row['tp']}  FP {image_row['fp']}  FN {image_row['fn']}"
-                             f"  F1 {image_row['f1']:.2f}")
+    tile = Tile(record.path, f"{record.image_id}\nTP={image_row['tp']} | FP={image_row['fp']} | FN={image_row['fn']}"
+                             f" | F1={image_row['f1']:.2f}")
     missed = {int(b["gt_index"]) for b in boxes if b["kind"] == FN}
     rect = record_crop(record)  # full_hd: show the crop; ground truth to frame pixels like the rows
     tile.crop = rect

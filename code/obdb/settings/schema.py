@@ -252,7 +252,7 @@ class TrainSettings(StrictModel):
     warmup_iters: int = Field(100, ge=0)
     hflip: float = Field(0.5, ge=0, le=1)
     photometric: bool = True
-    max_detections: PositiveInt = 100
+    max_detections: Annotated[int, Field(ge=10)] = 100  # COCO scores maxDets 1, 10 and this
     cache_images: bool = Field(True, description="decode every image once, at the network's input size, into a "
                                "cache all trials share (see image_cache.py); false decodes files every epoch")
     cache_dir: Optional[str] = Field(None, description="image cache folder; default <save_dir>/image_cache")
