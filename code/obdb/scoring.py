@@ -40,7 +40,9 @@ def lint_like_the_run(annotations: AnnotationSet, settings: Settings, progress: 
     """Apply the runner's data set checks (without rewriting its lint report), so the images and
     boxes scored are the ones the model was trained and selected on."""
     from .lint import lint, settings_class_map
+    from .lint.run import image_roots, inside_roots
 
+    annotations.records = inside_roots(annotations.records, image_roots(settings))[0]  # as the run: see lint
     if not settings.lint.enabled:
         return
     result = lint(annotations.records, settings_class_map(settings), settings.lint, skipped=annotations.skipped,

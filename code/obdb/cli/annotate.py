@@ -148,8 +148,8 @@ def _full_hd(args: argparse.Namespace) -> bool:
     return False
 
 
-def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
-    """Records and label list for ``upload-gt``."""
+def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str], list[Path]]:
+    """Records, label list and data roots (the folders images may be uploaded from) for ``upload-gt``."""
     from ..annotate.errors import AnnotateError
 
     if args.overrides and not args.settings:
@@ -163,7 +163,7 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
             raise AnnotateError("--annotations needs --images (the folder the files' image names are in)")
         loaded = load_local(list(args.annotations), images_dir=args.images, progress=args.progress)
         labels = [n.strip() for n in args.labels.split(",") if n.strip()] if args.labels else loaded.label_names()
-        return loaded.records, labels
+        return loaded.records, labels, [args.images]
     if not args.settings:
         raise AnnotateError("give -f SETTINGS (its data source, optionally --split) or --annotations FILES --images DIR")
     from .. import pipeline
@@ -185,7 +185,10 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
         records = records_by_split(records, manifest.assignment, args.split)
         if not records:
             raise AnnotateError(f"the {args.split} split holds no images")
-    return records, list(class_map.names)
+    data = settings.data
+    roots = [Path(data.images_dir or settings.dataset_dir)] if data.source != "cvat" else \
+        [Path(data.cvat.cache_dir) if data.cvat.cache_dir else Path(settings.save_dir) / "cvat_cache"]
+    return records, list(class_map.names), roots
 
 
 def run_mode(args: argparse.Namespace) -> list[Any]:
@@ -213,7 +216,7 @@ def run_mode(args: argparse.Namespace) -> list[Any]:
         return modes.set_status(session, options, state=args.state, stage=args.stage, **tasks)
     if args.mode == "upload-gt":
         assert gt is not None
-        return uploads.upload_records(session, gt[0], gt[1], options, prefix=args.prefix)
+        return uploads.upload_records(session, gt[0], gt[1], options, prefix=args.prefix, roots=gt[2])
     return uploads.upload_xml(session, files, args.images, options, prefix=args.prefix)
 
 

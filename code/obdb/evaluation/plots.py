@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..fileio import write_with
+from ..imageio import open_rgb
 from ..plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ def render_tile(tile: Tile, size: int = TILE_SIZE) -> Image.Image:
     """The image scaled to fit ``size`` with its boxes; unreadable images become a grey square
     that says so, so one missing file does not cost the whole mosaic."""
     try:
-        with Image.open(tile.path) as raw:
-            image = raw.convert("RGB")
+        image = open_rgb(tile.path)
     except (OSError, ValueError) as err:
         log.warning("mosaic: cannot read %s (%s)", tile.path, err)
         image = Image.new("RGB", (size, size), (90, 90, 90))

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..fileio import write_json, write_text
 from ..fullhd import record_crop, to_frame
+from ..markdown import cell
 from ..records import ImageRecord
 from .matching import BOX_COLUMNS, FN, IMAGE_COLUMNS, MatchResult
 from .plots import GT_COLOUR, MISS_COLOUR, PRED_COLOUR, Tile, plot_confusion_matrix, plot_pr_curves, save_mosaic
@@ -141,13 +142,13 @@ def markdown(result: Mapping[str, Any], totals: Mapping[str, Any], images: Seque
              "## Per class", "", "| class | AP | AP50 | TP | FP | FN |", "|---|---|---|---|---|---|"]
     for name, ap in m.get("per_class", {}).items():
         counts = totals["per_class"].get(name, {})
-        lines.append(f"| {name} | {_fmt(ap)} | {_fmt(m.get('per_class_ap50', {}).get(name))} | "
+        lines.append(f"| {cell(name)} | {_fmt(ap)} | {_fmt(m.get('per_class_ap50', {}).get(name))} | "
                      f"{counts.get('tp', 0)} | {counts.get('fp', 0)} | {counts.get('fn', 0)} |")
     lines.append("")
     worst = [r for r in images if r["errors"]][:10]
     if worst:
         lines += ["## Images with the most errors", "", "| image | TP | FP | FN | F1 |", "|---|---|---|---|---|"]
-        lines += [f"| {r['image_id']} | {r['tp']} | {r['fp']} | {r['fn']} | {_fmt(r['f1'], 3)} |" for r in worst]
+        lines += [f"| {cell(r['image_id'])} | {r['tp']} | {r['fp']} | {r['fn']} | {_fmt(r['f1'], 3)} |" for r in worst]
         lines.append("")
     titles = {"pr_curves": "Precision-recall curves", "confusion_matrix": "Confusion matrix",
               "mosaic_pass": "Best images", "mosaic_fail": "Worst images"}
