@@ -172,6 +172,7 @@ def engine_answers() -> bool:
 
 
 @pytest.mark.docker
+@pytest.mark.timeout(3600)  # about 30 min on a loaded 2-core machine (docs/containers.md)
 @pytest.mark.skipif(os.environ.get("OBDB_DOCKER_TESTS") != "1",
                     reason="builds the 6.5 GB image and trains in containers: set OBDB_DOCKER_TESTS=1 to run it")
 def test_check_image_passes(tmp_path: Path) -> None:
