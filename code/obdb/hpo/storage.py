@@ -100,17 +100,26 @@ def storage_errors(storage: Any) -> Iterator[None]:
     """A full disk under a SQLite study ("database or disk is full") becomes the ``OSError``
     (ENOSPC) every other full disk is, naming the database file, so the command prints one line
     and a rerun resumes, instead of a driver traceback."""
-    import sqlalchemy.exc
-
     try:
         yield
-    except sqlalchemy.exc.OperationalError as err:
-        text = str(getattr(err, "orig", None) or err).lower()
-        if "disk is full" not in text and "disk full" not in text:
+    except Exception as err:  # Optuna wraps driver errors (StorageInternalError from OperationalError)
+        if not _disk_full(err):
             raise
         url = storage if isinstance(storage, str) else str(getattr(storage, "url", "") or "")
         where = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else redact_text(url)
         raise OSError(errno.ENOSPC, "No space left on device (the study database is full)", where) from err
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` or an error it came from is SQLite's "database or disk is full"."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "OperationalError" and "disk is full" in str(current).lower():
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def is_shared(storage: optuna.storages.BaseStorage | str) -> bool:
