@@ -23,7 +23,7 @@ from .hpo.storage import StorageUnavailable, check_reachable, is_shared
 from .hpo.warmstart import WarmStart, WarmStartError, check_entries, previous_search
 from .hpo.warmstart import resolve as resolve_warm_starts
 from .lint import LintError, lint_for_run
-from .models import ModelError, ModelSpec, resolve_variant, save_model
+from .models import ModelError, ModelSpec, read_header, resolve_variant, save_model
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .paths import UnsafeName, safe_component
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
@@ -104,14 +104,13 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
 
 
 def check_outputs_readable(paths: RunPaths, variants: Sequence[str]) -> None:
-    """A damaged ``best.pt`` or ``last.pt`` left from an earlier run is found now, not after a
-    search, when the final training would read it (writes are atomic, so damage came from outside)."""
-    from .training.trainer import CheckpointError, load_checkpoint
+    """A damaged ``best.pt`` left from an earlier run is found now, not after a search, when the
+    final training would read it (writes are atomic, so damage came from outside). A damaged
+    ``last.pt`` is reported by the resume itself, before any epoch is trained."""
+    from .training.trainer import CheckpointError
 
     for variant in variants:
-        folder = paths.checkpoint_dir(variant)
-        load_checkpoint(folder / "last.pt")  # CheckpointError naming the file
-        best = folder / "best.pt"
+        best = paths.checkpoint_dir(variant) / "best.pt"
         if not best.exists():
             continue
         try:
@@ -344,7 +343,8 @@ def _final_training(settings: Settings, variant: str, prepared: PreparedData, pa
             and done.get("split_hash") == prepared.split.hash and paths.model_file(variant).exists()):
         if not (out / "manifest.json").exists():  # killed between metrics.json and manifest.json (older runs)
             log.warning("%s: manifest.json is missing (interrupted run); writing it now", variant)
-            _write_variant_manifest(settings, variant, prepared, paths, spec, params, info)
+            saved_spec = read_header(paths.model_file(variant))["spec"]  # what the model was trained as
+            _write_variant_manifest(settings, variant, prepared, paths, saved_spec, params, info)
         log.info("%s: final model already trained with these parameters (%s); skipping", variant,
                  paths.model_file(variant))
         return _summary_row(variant, spec, info, done, paths)
@@ -373,15 +373,15 @@ def _final_training(settings: Settings, variant: str, prepared: PreparedData, pa
               "best_score": state.best_score, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
               "val": final_metrics, "params": params.model_dump(), "split_hash": prepared.split.hash,
               "history": state.history, "started": started, "finished": now()}
-    _write_variant_manifest(settings, variant, prepared, paths, spec, params, info)
+    _write_variant_manifest(settings, variant, prepared, paths, spec.to_json(), params, info)
     write_json(metrics_file, result)  # last: "complete" in metrics.json commits model, manifest and all
     return _summary_row(variant, spec, info, result, paths)
 
 
 def _write_variant_manifest(settings: Settings, variant: str, prepared: PreparedData, paths: RunPaths,
-                            spec: ModelSpec, params: HyperParams, info: dict[str, Any]) -> None:
+                            spec: dict[str, Any], params: HyperParams, info: dict[str, Any]) -> None:
     write_manifest(paths.variant_dir(variant) / "manifest.json", variant=variant, experiment=paths.experiment,
-                   model_spec=spec.to_json(), settings_hash=settings_hash(settings), split_hash=prepared.split.hash,
+                   model_spec=spec, settings_hash=settings_hash(settings), split_hash=prepared.split.hash,
                    split_file=str(prepared.split_file), class_map=list(prepared.class_map.names),
                    params=params.model_dump(), params_info=info,
                    data={"train_images": len(prepared.train), "val_images": len(prepared.val),

@@ -232,9 +232,8 @@ def runner_lock(db_path: Path, study: str) -> Iterator[None]:
     so a restarted container's PID 1 is not taken for the old one)."""
     path = lock_file(Path(db_path), study)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    fd, locked = _open_locked(path)
     try:
-        locked = _flock(fd)
         holder = _read_holder(fd)
         if locked is False or (locked is None and holder and not _holder_gone(holder)):
             raise StudyBusy(f"study {study} ({db_path}) is in use by another runner ({_holder_text(holder)}); "
@@ -250,10 +249,26 @@ def runner_lock(db_path: Path, study: str) -> Iterator[None]:
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # released: nobody holds it now
+            with contextlib.suppress(OSError):  # released: the file goes (a failed run leaves nothing behind)
+                path.unlink()
     finally:
         os.close(fd)  # drops the flock
+
+
+def _open_locked(path: Path) -> tuple[int, bool | None]:
+    """Open and ``flock`` the lock file. A holder removes the file when it releases, so a lock won
+    on a file that is no longer at ``path`` is worthless: then open the new one and try again."""
+    for _ in range(50):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        locked = _flock(fd)
+        try:
+            current = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            current = None
+        if locked is not True or (current is not None and current.st_ino == os.fstat(fd).st_ino):
+            return fd, locked
+        os.close(fd)  # the previous holder removed this file while we waited for it
+    raise StudyBusy(f"the lock file {path} keeps changing; is another runner starting and stopping?")
 
 
 def _flock(fd: int) -> bool | None:
