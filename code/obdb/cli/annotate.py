@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, BoolAction, add_bool, add_common, add_task_names, guarded,
+from .common import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded,
                      setup_logging, whole_number)
 
 DEFAULT_OUT = "auto_annotate_out"
@@ -49,9 +49,8 @@ def _model(parser: argparse.ArgumentParser, threshold: float = 0.5) -> None:
     parser.add_argument("--batch-size", type=whole_number(1), default=4, help="images per inference batch (default 4)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--max-detections", type=whole_number(1), default=100, help="per image (default 100)")
-    parser.add_argument("--full-hd", action=BoolAction, default=None,
-                        help="predict on the bottom-centre 1920x1080 crop of larger frames, boxes mapped back to the "
-                        "frame (default: the settings' full_hd with -f, else off)")
+    add_bool(parser, "--full-hd", "predict on the bottom-centre 1920x1080 crop of larger frames, boxes mapped back "
+             "to the frame; unset: the settings' full_hd with -f", default=None)  # type: ignore[arg-type]
 
 
 def _task_choice(parser: argparse.ArgumentParser) -> None:

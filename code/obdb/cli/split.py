@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from .common import EXIT_OK, BoolAction, add_common, add_settings_args, guarded, setup_logging
+from .common import EXIT_OK, add_bool, add_common, add_settings_args, guarded, setup_logging
 
 
 def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
@@ -18,9 +18,8 @@ def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
         "manifest and its report (class/cluster counts, divergences, leakage check, t-SNE figures) under "
         "<save_dir>/splits/.")
     add_settings_args(parser, "split.method=tsne split.tsne.folds=5")
-    parser.add_argument("--fail-on-leak", action=BoolAction, default=None,
-                        help="exit 2 when groups or neighbouring frames straddle train and val; the setting "
-                        "split.fail_on_leak turns it on too, --no-fail-on-leak off")
+    add_bool(parser, "--fail-on-leak", "exit 2 when groups or neighbouring frames straddle train and val; "
+             "unset: the setting split.fail_on_leak decides", default=None)  # type: ignore[arg-type]
     add_common(parser)
     return parser
 
