@@ -316,7 +316,7 @@ def test_sqlite_disk_full_during_the_study_is_one_line(tmp_path: Path, capsys: p
     with pytest.raises(OSError) as caught:
         _search(storage, fills)
     assert caught.value.errno == 28 and caught.value.filename == str(db)
-    assert guarded(body) == 1  # the exit code of every full disk (obdb.errors)
+    assert guarded(body) == 2  # the exit code of every full disk (obdb.errors)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(db) in err[0] and "Traceback" not in err[0]
 
