@@ -11,16 +11,18 @@ file behind. ``$OBDB_WEIGHTS_URL_BASE`` replaces ``https://download.pytorch.org/
 inside an air-gapped network; the tests' local server).
 
 Commands that only read a saved model (``test_model.py``, ``auto_annotate.py``, ``obdb review``)
-call :func:`forbid_downloads`: for them a missing file is an error, never a network call.
+run inside :func:`downloads_forbidden`: for them a missing file is an error, never a network call.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
-import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 from urllib.parse import urlparse
 
 import torch
@@ -79,15 +81,15 @@ REGISTRY: dict[tuple[str, str], WeightsFile] = {}
 _downloads_forbidden: str | None = None
 
 
-def forbid_downloads(command: str) -> None:
-    """From now on this process never downloads weights; ``command`` names who said so."""
+@contextlib.contextmanager
+def downloads_forbidden(command: str) -> Iterator[None]:
+    """No weights are downloaded inside this block; ``command`` names who said so in the error."""
     global _downloads_forbidden
-    _downloads_forbidden = command
-
-
-def allow_downloads() -> None:
-    global _downloads_forbidden
-    _downloads_forbidden = None
+    before, _downloads_forbidden = _downloads_forbidden, command
+    try:
+        yield
+    finally:
+        _downloads_forbidden = before
 
 
 def coco_model_name(backbone: str, head: str, version: int = 1) -> str:
@@ -217,6 +219,37 @@ def coco_weights(model_name: str, weights_dir: str | os.PathLike[str] | None = N
     return ensure(weights_file(model_name, COCO), weights_dir, progress=progress)
 
 
+def entry_for(backbone: str, head: str, pretrained: str, version: int = 1) -> WeightsFile:
+    """The file a detector trained from ``pretrained`` (``imagenet``/``coco``) starts from."""
+    if pretrained == COCO:
+        return weights_file(coco_model_name(backbone, head, version), COCO)
+    return weights_file(backbone, IMAGENET)
+
+
+def fetch(entry: WeightsFile, dest_dir: str | os.PathLike[str], *, weights_dir: str | os.PathLike[str] | None = None,
+          progress: bool = True) -> tuple[Path, str]:
+    """Put ``entry`` into ``dest_dir`` (for ``obdb weights fetch``): kept when there, copied when
+    another local folder has it, else downloaded. Returns the file and what was done."""
+    from ..fileio import write_with
+
+    target = Path(dest_dir) / entry.file_name
+    if target.is_file():
+        return target, "present"
+    found = find_local([entry.file_name], weights_dir)
+    if found is not None:
+        write_with(target, lambda tmp: shutil.copyfile(found, tmp))
+        return target, f"copied from {found}"
+    return download(entry, dest_dir, progress=progress), f"downloaded from {url_for(entry)}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def served_by(file_name: str) -> list[str]:
     """Which models a cached file serves: ImageNet backbones and COCO detectors whose torchvision
     file (or the registry's) has this name."""
@@ -234,5 +267,3 @@ def _file_name(name: str, kind: str) -> str | None:
     except ModelError:
         return None
 
-
-WEIGHT_FILE_RE = re.compile(r".+\.(pth|pt)$")
