@@ -195,3 +195,18 @@ def test_saved_coco_and_file_models_reload_without_weights(tmp_path: Path) -> No
     assert spec2 == spec and torch.equal(loaded.backbone.body["0"][0].weight, state["features.0.0.weight"])
     with pytest.raises(ModelError, match="neither imagenet, coco, none nor an existing weights file"):
         build_detector(ModelSpec(SMALL, num_classes=3, **SIZE), pretrained=str(own_file))
+
+
+def test_settings_check_pretrained_before_anything_runs(settings_file: Callable[..., Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from obdb.cli.runner import main
+
+    path = settings_file(model={"min_size": 96, "max_size": 96, "pretrained": "coco"})
+    assert main(["-f", str(path), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "variants[0] (resnet18): model.pretrained 'coco': torchvision has no COCO weights" in err
+    assert "resnet50 retinanet v2" in err
+    path = settings_file(model={"min_size": 96, "max_size": 96, "pretrained": "imagnet"})
+    assert main(["-f", str(path), "--check"]) == 2
+    assert "model.pretrained: 'imagnet' is not one of imagenet, coco, none nor a weights file" in capsys.readouterr().err
+    assert not (tmp_path / "train").exists()

@@ -11,7 +11,8 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 #: Hyperparameters a trial (or a fixed run) sets. Everything else about training is a setting.
 HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "step_size", "gamma", "freeze_backbone_epochs")
@@ -242,10 +243,14 @@ class ModelSettings(StrictModel):
     def _sizes(self) -> "ModelSettings":
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) is smaller than min_size ({self.min_size})")
-        if self.pretrained not in PRETRAINED_KEYWORDS and not self.pretrained.endswith((".pth", ".pt")):
-            raise ValueError(f"pretrained: {self.pretrained!r} is not one of {', '.join(PRETRAINED_KEYWORDS)} "
-                             f"nor a weights file (.pth/.pt)")
         return self
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained(cls, value: str) -> str:
+        if value not in PRETRAINED_KEYWORDS and not value.endswith((".pth", ".pt")):
+            raise ValueError(f"{value!r} is not one of {', '.join(PRETRAINED_KEYWORDS)} nor a weights file (.pth/.pt)")
+        return value
 
 
 class TrainSettings(StrictModel):
