@@ -94,7 +94,8 @@ def fetch(args: argparse.Namespace) -> int:
 
 
 def list_cached(args: argparse.Namespace) -> int:
-    from ..models.hub import WeightsFile, search_dirs, served_by, sha256_of
+    from ..fileio import file_sha256
+    from ..models.hub import hash_prefix, search_dirs, served_by
 
     first = args.dir
     if first is None and args.settings:
@@ -109,8 +110,8 @@ def list_cached(args: argparse.Namespace) -> int:
             continue
         print(f"{folder}:")
         for path in files:
-            digest = sha256_of(path)
-            prefix = WeightsFile("", "", path.name, "").hash_prefix
+            digest = file_sha256(path)
+            prefix = hash_prefix(path.name)
             check = "no hash in name" if prefix is None else ("hash ok" if digest.startswith(prefix) else
                                                               "HASH MISMATCH")
             serves = ", ".join(served_by(path.name)) or "no known variant (a file given by path?)"

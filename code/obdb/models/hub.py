@@ -16,7 +16,6 @@ run inside :func:`downloads_forbidden`: for them a missing file is an error, nev
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -54,6 +53,12 @@ class WeightsUnavailable(ModelError):
     provide it)."""
 
 
+def hash_prefix(file_name: str) -> str | None:
+    """The sha256 prefix torch.hub checks (``check_hash=True``): the hex after the last dash."""
+    found = torch.hub.HASH_REGEX.search(file_name)
+    return found.group(1) if found and found.group(1) else None
+
+
 @dataclass(frozen=True)
 class WeightsFile:
     """One downloadable file: ``name`` is the torchvision model it belongs to (a backbone such as
@@ -66,9 +71,7 @@ class WeightsFile:
 
     @property
     def hash_prefix(self) -> str | None:
-        """The sha256 prefix torch.hub checks (``check_hash=True``), from the file name."""
-        found = torch.hub.HASH_REGEX.search(self.file_name)
-        return found.group(1) if found and found.group(1) else None
+        return hash_prefix(self.file_name)
 
     @property
     def key(self) -> str:
@@ -240,14 +243,6 @@ def fetch(entry: WeightsFile, dest_dir: str | os.PathLike[str], *, weights_dir: 
         write_with(target, lambda tmp: shutil.copyfile(found, tmp))
         return target, f"copied from {found}"
     return download(entry, dest_dir, progress=progress), f"downloaded from {url_for(entry)}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def served_by(file_name: str) -> list[str]:
