@@ -174,8 +174,9 @@ def find_local(names: Iterable[str], weights_dir: str | os.PathLike[str] | None 
 
 
 def offline_hint(entry: WeightsFile) -> str:
+    named = entry.name + (" --pretrained coco" if entry.kind == COCO else "")
     return (f"to provide it offline, run `obdb weights fetch -f <settings.json>` (or `obdb weights fetch "
-            f"{entry.name}`) on a machine with internet and copy {entry.file_name} into model.weights_dir or "
+            f"{named}`) on a machine with internet and copy {entry.file_name} into model.weights_dir or "
             f"${ENV_WEIGHTS_DIR}")
 
 
@@ -183,10 +184,6 @@ def download(entry: WeightsFile, dest_dir: str | os.PathLike[str] | None = None,
     """Download ``entry`` into ``dest_dir`` (default: the torch hub cache) with torch.hub's
     hash check; any failure is a :class:`WeightsUnavailable` naming the file, URL and the way out."""
     url = url_for(entry)
-    if _downloads_forbidden:
-        raise WeightsUnavailable(f"{entry.file_name} ({entry.kind} weights for {entry.name}) is not in "
-                                 f"{', '.join(str(d) for d in search_dirs())} and {_downloads_forbidden} never "
-                                 f"downloads; {offline_hint(entry)}")
     folder = Path(dest_dir) if dest_dir is not None else hub_cache_dir()
     target = folder / entry.file_name
     log.info("downloading %s weights for %s: %s -> %s", entry.kind, entry.name, url, target)
@@ -207,6 +204,10 @@ def ensure(entry: WeightsFile, weights_dir: str | os.PathLike[str] | None = None
     if found is not None:
         log.info("%s weights for %s: %s", entry.kind, entry.name, found)
         return found
+    if _downloads_forbidden:
+        raise WeightsUnavailable(f"{entry.file_name} ({entry.kind} weights for {entry.name}) is not in "
+                                 f"{', '.join(str(d) for d in search_dirs(weights_dir))} and {_downloads_forbidden} "
+                                 f"never downloads; {offline_hint(entry)}")
     return download(entry, progress=progress)
 
 
