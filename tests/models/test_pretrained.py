@@ -168,8 +168,8 @@ def test_test_model_never_downloads(no_weight_server: str, settings_file: Callab
     save_model(saved, model, spec, ClassMap(("red", "blue")))
     path = settings_file(model={"min_size": 96, "max_size": 96, "pretrained": "imagenet"})
     out = tmp_path / "result.json"
-    assert main(["-m", str(saved), "-f", str(path), "--split", "all", "--output", str(out), "--plots", "false", "--progress",
-                 "false"]) == 0
+    assert main(["-m", str(saved), "-f", str(path), "--split", "all", "--metrics-json", str(out), "--no-plots",
+                 "--progress", "false"]) == 0
     assert json.loads(out.read_text())
     assert not _cache(tmp_path).exists()
 
