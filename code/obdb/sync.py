@@ -29,6 +29,7 @@ from .cvat import (CvatSession, TaskInfo, expand_tracks, get_annotations, list_t
 from .cvat.tasks import FrameMeta
 from .mongo.layout import TaskNotFound, delete_task, find_tasks, stored_tasks, write_task
 from .sources.formats import rotated_rect_bbox
+from .sources.truth import attribute_values
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +147,17 @@ def _in_scope(name: str, names: Sequence[str] | None, pattern: str | None) -> bo
 
 
 def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels: dict[int, str],
-                    skipped: Counter[str]) -> list[dict[str, Any]]:
+                    skipped: Counter[str], attribute_names: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """``annotation_data`` documents (without ``task_name``) for every shape of a task, tracks
     expanded. Rotated rectangles become their axis-aligned box; shapes of other types, on
-    deleted frames or with unknown labels are counted in ``skipped``."""
+    deleted frames or with unknown labels are counted in ``skipped``.
+
+    Each document keeps the shape's ``source`` and its attribute values as ``attributes: [{name,
+    value}]`` (names from ``attribute_names``, spec id → name; a list, not a document, so any
+    attribute name is a valid value), so the ground-truth rule (:mod:`obdb.sources.truth`: model
+    proposals count only once a person set ``review`` to ``accepted``) works from MongoDB too."""
     docs = []
+    names = attribute_names or {}
     for shape in expand_tracks(annotations, len(frames)):
         kind = shape.get("type")
         frame = frames[shape["frame"]]
@@ -169,7 +176,9 @@ def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels
         docs.append({"type": "annotation", "shape_types": kind, "occluded": bool(shape.get("occluded", False)),
                      "points": points, "frame": shape["frame"], "label_id": shape["label_id"],
                      "source": shape.get("source", "manual"), "object_class": labels[shape["label_id"]],
-                     "img_path": frame.name, "img_width": frame.width, "img_height": frame.height})
+                     "img_path": frame.name, "img_width": frame.width, "img_height": frame.height,
+                     "attributes": [{"name": n, "value": v} for n, v in
+                                    attribute_values(shape.get("attributes"), names).items()]})
     return docs
 
 
@@ -181,11 +190,12 @@ def fetch_task(session: CvatSession, task: TaskInfo, skipped: Counter[str]) -> t
     frames = task_frames(session, task.id)
     annotations = get_annotations(session, task.id)
     labels = {spec["id"]: spec["name"] for spec in specs}
+    attribute_names = {a["id"]: a["name"] for spec in specs for a in spec.get("attributes") or [] if "id" in a}
     doc = {"name": task.name, "labels": specs, "created_date": task.created_date,
            "updated_date": task.updated_date, "status": task.status, "size": task.size,
            "source": SOURCE, "cvat_id": task.id, "cvat_url": session.url}
     meta = [{"name": f.name, "width": f.width, "height": f.height} for f in frames]
-    return doc, meta, shape_documents(frames, annotations, labels, skipped)
+    return doc, meta, shape_documents(frames, annotations, labels, skipped, attribute_names)
 
 
 def apply_sync(session: CvatSession, db: Database, plan: SyncPlan, *, progress: bool = True) -> SyncSummary:

@@ -31,8 +31,8 @@ def test_spec_comes_from_the_class_map() -> None:
         assert label.type == "rectangle"
         attrs = {a.name: a for a in label.attributes}
         assert attrs["review"].input_type.value == "select"
-        assert sorted(attrs["review"].values) == ["accepted", "rejected", "unreviewed"]
-        assert attrs["review"].default_value == "unreviewed"
+        assert sorted(attrs["review"].values) == ["accepted", "n/a", "rejected", "unreviewed"]
+        assert attrs["review"].default_value == "n/a"  # human shapes must not read as unreviewed
         assert attrs["score"].input_type.value == "text"
 
 

@@ -93,7 +93,7 @@ def test_folder_creates_a_task_and_a_rerun_adds_nothing(session, fake_cvat, opti
     assert [f.name for f in task.frames] == ["img1.png", "img2.png", "img3.png"]
     for label in task.labels:  # labels from the class map, each with the review attributes
         attrs = {a["name"]: a for a in label["attributes"]}
-        assert attrs["review"]["input_type"] == "select" and attrs["review"]["default_value"] == "unreviewed"
+        assert attrs["review"]["input_type"] == "select" and attrs["review"]["default_value"] == "n/a"
         assert attrs["score"]["input_type"] == "text"
     assert [label["name"] for label in task.labels] == ["red", "blue"]
     assert readable(fake_cvat, task_id) == sorted([
@@ -131,7 +131,7 @@ def test_tasks_adds_predictions_keeps_humans_backs_up_and_patches_labels(session
     task_id = seed_ground_truth(fake_cvat, tmp_path)
     other = seed_ground_truth(fake_cvat, tmp_path, "gt a_b")  # must not be touched
     human, other_before = human_dump(fake_cvat, task_id), fake_cvat.annotations(other)
-    before = fake_cvat.annotations(task_id)
+    before = fake_cvat.read_annotations(task_id)  # the backup holds what the API answered
     outputs = {1: [("red", 0.9, (0, 0, 20, 20)), ("blue", 0.7, (2, 30, 12, 40))], 2: [("red", 0.6, (50, 5, 60, 15))]}
     (plan,) = annotate_tasks(session, function(outputs), options, names=["gt a"])
     # the prediction equal to the human red box is a duplicate; the other two are added

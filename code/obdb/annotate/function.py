@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ..models import load_model
 from ..records import ClassMap
-from .review import REVIEW, REVIEW_VALUES, SCORE, UNREVIEWED, format_score
+from .review import NEUTRAL, REVIEW, REVIEW_VALUES, SCORE, UNREVIEWED, format_score
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class ModelDetectionFunction:
         self.progress = progress
         self._spec = DetectionFunctionSpec(labels=[
             label_spec(name, index, type="rectangle", attributes=[
-                select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=UNREVIEWED),
+                select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=NEUTRAL),
                 text_attribute_spec(SCORE, SCORE_SPEC_ID),
             ])
             for index, name in enumerate(class_map.names, start=1)
