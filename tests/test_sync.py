@@ -67,7 +67,8 @@ def test_sync_writes_the_original_layout_and_twice_is_idempotent(fake_cvat, sess
     assert shapes[0] == {"type": "annotation", "task_name": "gt_train_FieldData_1", "shape_types": "rectangle",
                          "occluded": True, "points": [1.0, 2.0, 11.0, 12.0], "frame": 0,
                          "label_id": fake_cvat.label_id(task_id, "weed"), "source": "manual",
-                         "object_class": "weed", "img_path": FRAMES[0][0], "img_width": 64, "img_height": 48}
+                         "object_class": "weed", "img_path": FRAMES[0][0], "img_width": 64, "img_height": 48,
+                         "attributes": []}
 
     before = snapshot(mongo_db)
     downloads = fake_cvat.count("GET", r"/annotations/?$") + fake_cvat.count("GET", r"/data/meta$")
@@ -178,7 +179,7 @@ def test_cli_mongo_down_is_a_clear_error(fake_cvat, tmp_path, monkeypatch, capsy
         monkeypatch.setenv(key, value)
     port = free_port()
     settings = write_settings(tmp_path, {"uri": f"mongodb://127.0.0.1:{port}/", "timeout_s": 0.3, "retries": 0})
-    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 2
+    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 3  # unreachable: the one table
     err = capsys.readouterr().err
     assert f"error: MongoDB at 127.0.0.1:{port} is not reachable" in err and "Traceback" not in err
     assert fake_cvat.count("GET", "^/api/tasks") == 0  # nothing asked of CVAT

@@ -14,6 +14,7 @@ name is left alone unless ``adopt`` is set. Names are matched exactly, so ``gt_v
 from __future__ import annotations
 
 from obdb.errors import UserError
+import difflib
 import fnmatch
 import logging
 from collections import Counter
@@ -100,6 +101,8 @@ def plan_sync(session: CvatSession, db: Database, *, names: Sequence[str] | None
     ``full`` re-reads every selected task (the write is still skipped when nothing changed)."""
     wanted = _statuses(statuses)
     everything = list_tasks(session, names=names, pattern=pattern, with_labels=False)
+    if names:
+        _check_names(session, names, everything)
     selected = [t for t in everything if wanted is None or t.status in wanted]
     counts = Counter(t.name for t in selected)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
@@ -127,6 +130,20 @@ def plan_sync(session: CvatSession, db: Database, *, names: Sequence[str] | None
     in_cvat = {t.name for t in everything}
     plan.delete = sorted(name for name in ours if name not in in_cvat and _in_scope(name, names, pattern))
     return plan
+
+
+def _check_names(session: CvatSession, names: Sequence[str], found: list[TaskInfo]) -> None:
+    """A name in ``--tasks`` that CVAT does not have is an error listing near matches (a typo must
+    not make sync silently do less than asked); costs one more listing, only then."""
+    missing = [n for n in dict.fromkeys(names) if n not in {t.name for t in found}]
+    if not missing:
+        return
+    every = sorted({t.name for t in list_tasks(session, with_labels=False)})
+    parts = []
+    for name in missing:
+        near = difflib.get_close_matches(name, every, n=3, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {', '.join(map(repr, near))}?)" if near else ""))
+    raise SyncError(f"CVAT at {session.url} has no task named {'; '.join(parts)}; names match exactly")
 
 
 def _stored_docs(db: Database, stored: list[str], new: list[str]) -> dict[str, dict[str, Any]]:
@@ -202,7 +219,6 @@ def apply_sync(session: CvatSession, db: Database, plan: SyncPlan, *, progress: 
     """Carry out ``plan``: each task is downloaded and written on its own, so an interruption
     leaves every task either as it was or fully new (the next sync picks up the rest)."""
     summary = SyncSummary(unchanged=len(plan.unchanged), foreign=len(plan.foreign))
-    before = session.requests
     todo = [(task, "add") for task in plan.add] + [(task, "update") for task in plan.update]
     for task, action in tqdm(todo, desc="syncing CVAT tasks", unit="task", disable=not progress):
         doc, meta, shapes = fetch_task(session, task, summary.skipped_shapes)
@@ -219,5 +235,5 @@ def apply_sync(session: CvatSession, db: Database, plan: SyncPlan, *, progress: 
         delete_task(db, name)
         summary.deleted += 1
         log.info("removed task %r: it is no longer in CVAT", name)
-    summary.requests = session.requests - before
+    summary.requests = session.requests  # every request of the session: login and listings included
     return summary
