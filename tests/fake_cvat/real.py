@@ -88,6 +88,13 @@ class RealCvatServer:
             self.set_status(task.id, status)
         return task.id
 
+    def add_shapes(self, task_id: int, shapes: Iterable[dict[str, Any]]) -> None:
+        from obdb.cvat import writes
+
+        by_name = {spec["name"]: spec for spec in self._cvat.task_labels(self.session, task_id)}
+        writes._patch(self.session, task_id, "create", {"shapes": [self._resolve(s, by_name) for s in shapes]},
+                      f"adding shapes to task {task_id}", idempotent=False)
+
     @staticmethod
     def _resolve(obj: dict[str, Any], labels: dict[str, dict[str, Any]]) -> dict[str, Any]:
         obj = dict(obj)

@@ -117,6 +117,12 @@ class FakeCvatServer:
                 task.version = 0
             return task.id
 
+    def add_shapes(self, task_id: int, shapes: Iterable[dict[str, Any]]) -> None:
+        """More shapes, as a person (or a tool) adds them (``label`` names allowed)."""
+        with self.lock:
+            task = self.state.task(task_id)
+            self.state.add_annotations(task, {"shapes": [self._with_label_id(task, s) for s in shapes]})
+
     @staticmethod
     def _with_label_id(task: Task, obj: dict[str, Any]) -> dict[str, Any]:
         obj = dict(obj)
