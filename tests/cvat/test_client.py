@@ -318,3 +318,33 @@ def test_creating_shapes_is_not_retried_after_a_gateway_timeout(fake_cvat, sessi
     fake_cvat.fail("PATCH", r"/annotations/?$", status=500)
     assert cvat.add_shapes(session, task_id, shapes) == 1
     assert len(fake_cvat.annotations(task_id)["shapes"]) == 1
+
+
+def test_the_real_server_adapter_against_the_fake():
+    """The real-server suite's seeding/inspection adapter (tests/fake_cvat/real.py) works over the
+    REST API alone: checked here against the fake, so it is known to work before a real run."""
+    from fake_cvat.real import RealCvatServer
+    from fake_cvat.server import FakeCvatServer
+
+    with FakeCvatServer(mode="2.23") as fake:
+        fake.add_task("someone else's", ["car"], FRAMES[:1])
+        real = RealCvatServer(fake.url, fake.username, fake.password)
+        try:
+            task_id = real.add_task("seeded", ["car", {"name": "bus", "attributes": [
+                {"name": "kind", "input_type": "select", "values": ["a", "b"], "default_value": "a"}]}], FRAMES,
+                shapes=[box("car", 1, [1, 2, 3, 4])], status="completed", segment_size=2)
+            assert list(real.tasks) == [task_id]  # only what the test made
+            task = real.tasks[task_id]
+            assert (task.name, task.status, task.size) == ("seeded", "completed", 3)
+            assert [f.name for f in task.frames] == [name for name, _w, _h in FRAMES]
+            assert real.task_id("seeded") == task_id and real.label_id(task_id, "car") == fake.label_id(task_id, "car")
+            real.add_shapes(task_id, [box("bus", 2, [5, 6, 7, 8], source="auto")])
+            shapes = real.annotations(task_id)["shapes"]
+            assert sorted((s["frame"], s["source"]) for s in shapes) == [(1, "manual"), (2, "auto")]
+            assert [(j["stage"], j["state"]) for j in real.jobs(task_id)] == [("acceptance", "completed")] * 2
+            before = fake.tasks[task_id].updated
+            real.touch(task_id)
+            assert fake.tasks[task_id].updated > before
+        finally:
+            real.cleanup()
+        assert [t.name for t in fake.tasks.values()] == ["someone else's"]  # cleanup removed only its own

@@ -217,6 +217,18 @@ def get_task(state: State, req: Req) -> Resp:
     return Resp(200, payloads.task(state.task(int(req.groups[0])), req.base))
 
 
+def patch_task(state: State, req: Req) -> Resp:
+    """PATCH /api/tasks/<id>: a new name (any change bumps updated_date, as in CVAT)."""
+    task = state.task(int(req.groups[0]))
+    body = req.json()
+    if "name" in body:
+        if not body["name"]:
+            raise BadRequest("name: This field may not be blank.")
+        task.name = body["name"]
+    state.touch(task)
+    return Resp(200, payloads.task(task, req.base))
+
+
 def delete_task(state: State, req: Req) -> Resp:
     state.task(int(req.groups[0]))
     del state.tasks[int(req.groups[0])]

@@ -219,6 +219,7 @@ def _routes(fake: FakeCvatServer) -> list[Route]:
         ("POST", r"/api/tasks", routes.create_task, True),
         ("GET", r"/api/tasks/(\d+)", routes.get_task, True),
         ("DELETE", r"/api/tasks/(\d+)", routes.delete_task, True),
+        ("PATCH", r"/api/tasks/(\d+)", routes.patch_task, True),
         ("GET", r"/api/tasks/(\d+)/data/meta", routes.data_meta, True),
         ("GET", r"/api/tasks/(\d+)/data", routes.get_data, True),
         ("POST", r"/api/tasks/(\d+)/data", routes.post_data, True),
