@@ -152,3 +152,23 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_review_and_test_model_score_against_the_same_ground_truth(cvat_env, data, tmp_path):
+    """test_model.py -f and obdb review load through the source: proposals not accepted stay out."""
+    from fake_cvat.scenarios import expected_boxes, loaded_boxes, seed_proposals
+
+    from obdb.records import ClassMap
+    from obdb.review.service import load_review_data
+    from obdb.scoring import records_from_run
+
+    seed_proposals(cvat_env, "gt_val_proposals")
+    raw = tiny_settings(data, tmp_path / "out", annotations_list=["gt_val_proposals"],
+                        default_class_map=["Background", "crop", "weed"])
+    raw["data"] = {"source": "cvat"}
+    settings = parse_settings(raw)
+    header = {"class_map": ClassMap(("crop", "weed")).to_json()}
+    scored = records_from_run(settings, header, "all", progress=False)
+    assert loaded_boxes(scored) == expected_boxes("accepted")
+    reviewed, _class_map = load_review_data(settings, tmp_path / "out", progress=False)
+    assert loaded_boxes(reviewed) == expected_boxes("accepted")
