@@ -33,6 +33,10 @@ bounding box (or are skipped with ``data.mongo.polygons = "skip"``); other types
 ignored. A frame whose every shape was skipped or ignored is left out rather than kept as a
 negative: it shows objects, just not ones we train on. Within a frame, boxes keep the order they
 were annotated in (``_id`` order, as :func:`obdb.mongo.layout.shape_order` sorts).
+
+Model proposals (``source`` ``auto``) are left out unless a person accepted them (``review`` in the
+``attributes`` that ``obdb sync`` stores; ``data.mongo.include_auto``, see
+:mod:`obdb.sources.truth`), as if they were not there; how many is logged.
 """
 from __future__ import annotations
 
