@@ -395,6 +395,10 @@ def test_fix_review_gives_old_tasks_the_neutral_default(session, fake_cvat, opti
         {"type": "rectangle", "frame": 2, "label": "weed", "points": [1.0, 30.0, 9.0, 40.0], "source": "manual",
          "attributes": [{"spec_id": review_id, "value": "unreviewed"}]}])
     stored = fake_cvat.annotations(task_id)
+    weeds = ModelDetectionFunction(FixedDetector({}, names=("weed", "crop")), ClassMap(("weed", "crop")),
+                                   progress=False)
+    (plan,) = annotate_tasks(session, weeds, options, names=["old gt"])  # says how to fix it
+    assert any("old review default 'unreviewed'" in n and "fix-review --name 'old gt'" in n for n in plan.notes)
     options.dry_run = True
     (plan,) = fix_review(session, options, names=["old gt"])
     assert any("would set the review default to 'n/a' on label(s): weed, crop" in n for n in plan.notes)

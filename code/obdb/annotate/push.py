@@ -31,7 +31,7 @@ from ..cvat.tasks import TaskInfo
 from .dedupe import AUTO, ShapeIndex
 from .errors import AnnotateError
 from .plan import TaskPlan
-from .review import ACCEPTED, REJECTED, REVIEW, missing_review_attributes, review_state
+from .review import ACCEPTED, REJECTED, REVIEW, missing_review_attributes, review_state, stale_review_spec
 from .shapes import NamedShape, frame_lookup, resolve_shapes
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,10 @@ def plan_update(task: TaskInfo, annotations: dict[str, Any], proposed: Sequence[
     if unknown:
         plan.notes.append(f"skipped {sum(unknown.values())} shape(s) of labels the task does not have: "
                           f"{dict(sorted(unknown.items()))}")
+    stale = [spec["name"] for spec in task.label_specs if stale_review_spec(spec) is not None]
+    if stale:
+        plan.notes.append(f"label(s) {', '.join(stale)} still have the old review default 'unreviewed', so CVAT shows "
+                          f"human shapes as unreviewed: run `auto_annotate.py fix-review --name {task.name!r}`")
     if any(REVIEW in s["attributes"] for s in plan.shapes):
         used = {label_ids[s["label"]] for s in plan.shapes}
         for label_id in sorted(used):
