@@ -14,8 +14,8 @@ import numpy as np
 from ..cvat import tasks as cvat_tasks
 from ..cvat.connection import CvatSession
 from ..cvat.tasks import TaskInfo
-from .candidates import frame_boxes, missing_candidates
 from ..sources.truth import attribute_values, is_ground_truth
+from .candidates import frame_boxes, missing_candidates
 from .errors import AnnotateError
 from .function import ModelDetectionFunction
 from .plan import TaskPlan

@@ -27,10 +27,10 @@ from obdb.errors import ServiceUnavailable, UserError
 log = logging.getLogger(__name__)
 
 # The oldest and newest server (major.minor) obdb works with. The SDK's own rule (its minor version
-# and the next) would refuse the 2.2x servers many teams still run; obdb uses only endpoints whose
-# payloads those servers send in a form the pinned SDK (2.80.0) accepts, and reads the one that
-# differs (``/api/server/about``: no ``logo_url``/``subtitle`` before 2.2x's successors) as raw
-# JSON. Tested against the fake server in its 2.80 and 2.23 modes (tests/fake_cvat).
+# and the next) would refuse the 2.2x servers many teams still run. Of the endpoints obdb uses, only
+# ``/api/server/about`` answers those servers in a form the pinned SDK's (2.80.0) model rejects (no
+# ``logo_url``/``subtitle``; compared with cvat-sdk 2.23.1's models), so it is read as raw JSON.
+# Tested against the fake server in its 2.80 and 2.23 modes (tests/fake_cvat).
 OLDEST_SERVER, NEWEST_SERVER = (2, 20), (2, 81)
 SUPPORTED_SERVER_VERSIONS = (f"{OLDEST_SERVER[0]}.{OLDEST_SERVER[1]}", f"{NEWEST_SERVER[0]}.{NEWEST_SERVER[1]}")
 # HTTP statuses worth another try. A non-idempotent request (creating shapes) is retried only on
