@@ -139,9 +139,8 @@ def test_status_filter(fake_cvat, session, mongo_db):
 
 
 def test_two_cvat_tasks_with_one_name_are_refused(fake_cvat, session, mongo_db):
-    seed(fake_cvat, "twin")
-    seed(fake_cvat, "twin")
-    with pytest.raises(sync.SyncError, match="'twin' \\(ids 1, 2\\)"):
+    first, second = seed(fake_cvat, "twin"), seed(fake_cvat, "twin")
+    with pytest.raises(sync.SyncError, match=f"'twin' \\(ids {first}, {second}\\)"):
         sync.plan_sync(session, mongo_db)
     assert mongo_db.tasks.count_documents({}) == 0
 

@@ -162,8 +162,9 @@ def test_replace_swaps_only_unreviewed_auto_shapes(session, fake_cvat, options, 
     task = fake_cvat.tasks[task_id]
     blue = next(label for label in task.labels if label["name"] == "blue")
     review_id = next(a["id"] for a in blue["attributes"] if a["name"] == "review")
-    accepted = next(s for s in task.shapes if s["label_id"] == blue["id"] and s["source"] == "auto")
-    next(a for a in accepted["attributes"] if a["spec_id"] == review_id)["value"] = "accepted"
+    accepted = next(s for s in fake_cvat.annotations(task_id)["shapes"]
+                    if s["label_id"] == blue["id"] and s["source"] == "auto")
+    fake_cvat.set_attribute(task_id, accepted["id"], review_id, "accepted")
 
     second = {1: [("red", 0.8, (60, 0, 63, 3))], 2: [("blue", 0.8, (30, 30, 40, 40))]}
     (plan,) = annotate_tasks(session, function(second), options, names=["gt a"])

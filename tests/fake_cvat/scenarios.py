@@ -8,7 +8,7 @@ REVIEW = {"name": "review", "input_type": "select", "mutable": True,
 OLD_REVIEW = {"name": "review", "input_type": "select", "mutable": True,
               "values": ["unreviewed", "accepted", "rejected"], "default_value": "unreviewed"}
 SCORE = {"name": "score", "input_type": "text", "mutable": False, "values": [""], "default_value": ""}
-FRAMES = [(f"fielddata/cam1/video1/video1frame{i:04d}.png", 64, 48) for i in range(3)]
+FRAMES = [(f"video1frame{i:04d}.png", 64, 48) for i in range(3)]  # base names: real uploads keep no folders
 
 # (frame, label, box, source, review value or None) and whether it is ground truth with
 # include_auto = accepted / all / none

@@ -156,6 +156,15 @@ class FakeCvatServer:
     def legacy(self) -> bool:
         return self.state.legacy
 
+    def set_attribute(self, task_id: int, shape_id: int, spec_id: int, value: str) -> None:
+        """A person changes one attribute value of a shape (e.g. accepts a proposal) in the UI."""
+        with self.lock:
+            task = self.state.task(task_id)
+            (shape,) = [s for s in task.shapes if s["id"] == shape_id]
+            shape["attributes"] = [a for a in shape["attributes"] if a["spec_id"] != spec_id] + [
+                {"spec_id": spec_id, "value": value}]
+            self.state.touch(task)
+
     def set_status(self, task_id: int, status: str) -> None:
         with self.lock:
             self.state.set_status(self.state.task(task_id), status)
