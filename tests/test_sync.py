@@ -249,10 +249,11 @@ def test_the_request_count_is_exact(fake_cvat, mongo_db, mongo_settings, tmp_pat
     made = [p for _m, p in fake_cvat.requests[start:] if not p.startswith("/api/auth/logout")]
     assert len(made) >= 3 and f"; {len(made)} CVAT requests" in capsys.readouterr().out
     seed(fake_cvat, "gt_a")
-    start = len(fake_cvat.requests)
-    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 0
-    made = [p for _m, p in fake_cvat.requests[start:] if not p.startswith("/api/auth/logout")]
-    assert f"; {len(made)} CVAT requests" in capsys.readouterr().out
+    for extra in (["--dry-run"], []):
+        start = len(fake_cvat.requests)
+        assert obdb_main(["sync", "-f", str(settings), "--progress", "false", *extra]) == 0
+        made = [p for _m, p in fake_cvat.requests[start:] if not p.startswith("/api/auth/logout")]
+        assert f"; {len(made)} CVAT requests" in capsys.readouterr().out
 
 
 def test_an_unreachable_cvat_is_exit_3(fake_cvat, mongo_db, mongo_settings, tmp_path, monkeypatch, capsys):
