@@ -233,7 +233,7 @@ def test_a_task_name_typo_is_an_error_with_near_matches(fake_cvat, session, mong
     for key, value in fake_cvat.env.items():
         monkeypatch.setenv(key, value)
     settings = write_settings(tmp_path, mongo_settings(mongo_db.name))
-    assert obdb_main(["sync", "-f", str(settings), "--tasks", "gt_val_FieldData_20200508", "nope",
+    assert obdb_main(["sync", "-f", str(settings), "--task", "gt_val_FieldData_20200508", "--task", "nope",
                       "--progress", "false"]) == 2
     assert "no task named 'nope'" in capsys.readouterr().err
     assert mongo_db.tasks.count_documents({}) == 0  # nothing synced: the plan failed first

@@ -18,6 +18,7 @@ from obdb.settings.schema import LintSettings  # noqa: E402
 
 def run_settings(tmp_path: Path, **lint: object):  # type: ignore[no-untyped-def]
     return parse_settings({"variants": ["resnet18"], "save_dir": str(tmp_path / "train"),
+                           "dataset_dir": str(tmp_path),  # the images' root: lint drops images outside it
                            "default_class_map": ["Background", "a", "b"], "lint": lint})
 
 

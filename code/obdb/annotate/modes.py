@@ -14,6 +14,7 @@ import numpy as np
 from ..cvat import tasks as cvat_tasks
 from ..cvat.connection import CvatSession
 from ..cvat.tasks import TaskInfo
+from ..imageio import probe_image
 from ..sources.truth import attribute_values, is_ground_truth
 from .candidates import frame_boxes, missing_candidates
 from .errors import AnnotateError
@@ -67,8 +68,10 @@ def annotate_folder(session: CvatSession, function: ModelDetectionFunction, fold
     The target is checked before predicting, and a task still to be made is created (or an empty
     leftover of an interrupted run filled) *before* predicting: a creation cut off costs no
     prediction, and the rerun reuses what it left."""
-    images = folder_images(folder)
+    images, skipped = usable_images(folder_images(folder))
     task_name = name or folder.resolve().name
+    if not images:
+        raise AnnotateError(f"{folder}: none of its {len(skipped)} image(s) can be read: {skip_note(skipped)}")
     labels = label_definitions(function.label_names)
     task = find_task_by_name(session, task_name)
     if task is not None:
@@ -83,11 +86,34 @@ def annotate_folder(session: CvatSession, function: ModelDetectionFunction, fold
     plan = plan_for_files(session, task_name, images, labels, proposed, replace=options.replace, task=task)
     if created is not None:
         plan.backup = False  # made (or filled) by this run: nothing of anyone's to back up
+    if skipped:
+        plan.notes.append(f"left out {len(skipped)} image(s) that cannot be read: {skip_note(skipped)}")
     plan = finish(session, plan, options)
     if created is not None:
         plan.create = True
         plan.notes[:0] = created.notes
     return [plan]
+
+
+def usable_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The images that decode, and ``(name, reason)`` for each that does not (empty, not an
+    image, truncated, too large to open safely, a pixel mode with no RGB form). One bad file must
+    not stop a folder of good ones, and it is left out the same way on every rerun."""
+    kept, skipped = [], []
+    for path in paths:
+        size = probe_image(path)
+        if isinstance(size, str):
+            log.warning("%s: left out: %s", path, size)
+            skipped.append((path.name, size))
+        else:
+            kept.append(path)
+    return kept, skipped
+
+
+def skip_note(skipped: Sequence[tuple[str, str]], examples: int = 5) -> str:
+    """``name: reason`` for the first few skipped images, and how many more there are."""
+    shown = "; ".join(f"{name}: {reason}" for name, reason in skipped[:examples])
+    return shown + (f" (+{len(skipped) - examples} more)" if len(skipped) > examples else "")
 
 
 def _predict_task(session: CvatSession, function: ModelDetectionFunction, task: TaskInfo,
