@@ -40,18 +40,25 @@ def _review_ids(label_specs: Sequence[dict[str, Any]]) -> set[int]:
 def human_unreviewed(annotations: dict[str, Any], review_ids: set[int]) -> dict[str, list[dict[str, Any]]]:
     """The human objects (``source`` not a model's) whose review value reads ``unreviewed``, with
     that value changed to ``n/a`` (ready for a PATCH ``action=update``)."""
+    def stale(attributes: list[dict[str, Any]]) -> bool:
+        return any(a.get("spec_id") in review_ids and a.get("value") == UNREVIEWED for a in attributes)
+
+    def fixed(attributes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**a, "value": NEUTRAL} if a.get("spec_id") in review_ids and a.get("value") == UNREVIEWED else a
+                for a in attributes]
+
     out: dict[str, list[dict[str, Any]]] = {"shapes": [], "tags": [], "tracks": []}
     for key in out:
         for obj in annotations.get(key) or []:
             if is_proposal(obj.get("source")):
                 continue
-            attributes = obj.get("attributes") or []
-            if not any(a.get("spec_id") in review_ids and a.get("value") == UNREVIEWED for a in attributes):
+            keyframes = obj.get("shapes") or [] if key == "tracks" else []  # a mutable attribute lives here
+            if not stale(obj.get("attributes") or []) and not any(stale(k.get("attributes") or []) for k in keyframes):
                 continue
-            fixed = dict(obj)
-            fixed["attributes"] = [{**a, "value": NEUTRAL} if a.get("spec_id") in review_ids
-                                   and a.get("value") == UNREVIEWED else a for a in attributes]
-            out[key].append(fixed)
+            new = {**obj, "attributes": fixed(obj.get("attributes") or [])}
+            if keyframes:
+                new["shapes"] = [{**k, "attributes": fixed(k.get("attributes") or [])} for k in keyframes]
+            out[key].append(new)
     return out
 
 
