@@ -14,13 +14,27 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pytest
 
 from .state import STAGE_OF_STATUS, frame_from
 
 FAKE_ONLY = "needs the fake CVAT server (fault injection, request log or server control)"
+
+
+@dataclass
+class RealFrame:
+    """A task frame: name and size from the frame list, bytes downloaded when asked for."""
+
+    name: str
+    width: int
+    height: int
+    fetch: Callable[[], bytes] = field(repr=False)
+
+    @property
+    def data(self) -> bytes:
+        return self.fetch()
 
 
 @dataclass
@@ -142,7 +156,9 @@ class RealCvatServer:
         out = {}
         for t in found:
             labels = [{**spec, "attributes": [dict(a) for a in spec["attributes"]]} for spec in t.label_specs]
-            frames = self._cvat.task_frames(self.session, t.id) if t.size else []
+            frames = [RealFrame(f.name, f.width, f.height,
+                                (lambda task=t.id, index=f.index: self._cvat.download_frame(self.session, task, index)))
+                      for f in (self._cvat.task_frames(self.session, t.id) if t.size else [])]
             out[t.id] = RealTask(t.id, t.name, t.status, t.size, labels, frames)
         return dict(sorted(out.items()))
 
