@@ -354,8 +354,8 @@ def service_rows() -> dict[str, Callable[[Ctx], Call]]:
 
     def sync_unreachable(c: Ctx) -> Call:
         settings = c.settings(mongo=unreachable(c))
-        return Call([*OBDB, "sync", "-f", str(settings), *QUIET],
-                    ["MongoDB at 127.0.0.1:", "is not reachable after 1 attempt(s)"], fresh=True)
+        return Call([*OBDB, "sync", "-f", str(settings), *QUIET],  # unreachable after retries: exit 3
+                    ["MongoDB at 127.0.0.1:", "is not reachable after 1 attempt(s)"], code=3, fresh=True)
 
     return {
         "service_db_import_unknown_file_name": import_unknown_name,
