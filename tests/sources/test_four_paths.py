@@ -161,7 +161,7 @@ def test_one_task_four_ways_gives_equal_records(data, tmp_path, fake_cvat, mongo
         synced = load_annotations(settings(data, tmp_path / "sync", {"source": "mongo",
                                                                       "mongo": mongo_settings(synced_db.name)}),
                                   progress=False)
-        assert [a for a in asked if a[0] == "auto"]  # sync keeps the source (its attributes: not stored yet)
+        assert ACCEPTED in asked  # sync keeps source and attributes
     finally:
         mongo_db.client.drop_database(synced_db.name)
 

@@ -11,6 +11,9 @@ is read and no server is needed.
 Tracks are expanded to per-frame shapes; shapes keep their ``source`` and attributes (by name) and
 become boxes in :mod:`obdb.sources.driver`, as those of a CVAT XML export do, so a CVAT run and a
 run on exported files of the same tasks see the same records.
+
+Model proposals (``source`` ``auto``) are left out unless a person accepted them
+(``data.cvat.include_auto``, see :mod:`obdb.sources.truth`); the driver counts them.
 """
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
+from obdb.errors import ServiceUnavailable
 from obdb.fileio import atomic_path, write_json
 from obdb.settings.schema import CvatSettings
 from obdb.sources.contract import Frame, Shape, SourceError, Task
+from obdb.sources.truth import attribute_values
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,8 @@ def parsed_task(entry: dict[str, Any], folder: Path) -> Task:
 
     name = entry["name"]
     labels = {spec["id"]: spec["name"] for spec in entry["labels"]}
-    attribute_names = {a["id"]: a["name"] for spec in entry["labels"] for a in spec.get("attributes") or []}
+    attribute_names = {a["id"]: a["name"] for spec in entry["labels"] for a in spec.get("attributes") or []
+                       if "id" in a}
     frames = [Frame(f["name"], i, f["width"], f["height"], file=frame_file(folder, i, f["name"]).relative_to(folder)
                     .as_posix()) for i, f in enumerate(entry["frames"])]
     for shape in expand_tracks(entry["annotations"], len(frames)):
@@ -58,12 +64,23 @@ def parsed_task(entry: dict[str, Any], folder: Path) -> Task:
 def api_shape(shape: dict[str, Any], label: str, attribute_names: Mapping[Any, str]) -> Shape:
     """A shape of CVAT's annotations API (JSON) as a parsed shape; ``attribute_names`` maps the
     attribute spec ids of the task's labels to their names."""
-    attributes = {attribute_names.get(a.get("spec_id"), str(a.get("spec_id"))): str(a.get("value", ""))
-                  for a in shape.get("attributes") or [] if isinstance(a, dict)}
+    attributes = attribute_values(shape.get("attributes"), attribute_names)
     return Shape(kind=str(shape.get("type")), points=[float(v) for v in shape.get("points") or []], label=label,
                  rotation=float(shape.get("rotation") or 0.0), occluded=bool(shape.get("occluded")),
                  source=shape.get("source"), attributes=attributes, z_order=int(shape.get("z_order") or 0),
                  group=int(shape.get("group") or 0), ref=f"frame {shape.get('frame')} {shape.get('type')}")
+
+
+class CvatSourceUnavailable(SourceError, ServiceUnavailable):
+    """CVAT could not be reached after retries: exit code 3, like the CVAT error it wraps."""
+
+    exit_code = ServiceUnavailable.exit_code
+
+
+def _source_error(err: Exception) -> SourceError:
+    """A CVAT failure as the source's error, keeping its exit code (3 for an unreachable server)."""
+    message = f"{err} (data.cvat.offline: true trains on the cached copies)"
+    return CvatSourceUnavailable(message) if isinstance(err, ServiceUnavailable) else SourceError(message)
 
 
 def frame_file(folder: Path, index: int, name: str) -> Path:
@@ -142,7 +159,7 @@ class CvatSource:
                 by_name = {t.name: t for t in found}
                 return [self._refresh(session, by_name[name], progress) for name in names]
         except CvatError as err:
-            raise SourceError(f"{err} (data.cvat.offline: true trains on the cached copies)") from err
+            raise _source_error(err) from err
 
     def _refresh(self, session: Any, task: Any, progress: bool) -> tuple[Path, dict[str, Any]]:
         """The task's cache folder, downloading what changed since it was written."""

@@ -33,6 +33,7 @@ from obdb.mongo.layout import (BATCH, SHAPE_FIELDS, VIEW, TaskInterrupted, TaskN
 from obdb.settings.schema import MongoSettings
 from obdb.shapes import BOX_KINDS, OUTLINE_KINDS
 from obdb.sources.contract import Frame, Shape, SourceError, Task
+from obdb.sources.truth import attribute_values
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _shape(doc: Doc, task: str, frame: int, label_names: dict[Any, str]) -> Shap
     return Shape(kind=kind, points=values, label=label, occluded=bool(doc.get(_OCCLUDED, False)),
                  rotation=float(rotation) if isinstance(rotation, (int, float)) and not isinstance(rotation, bool) else 0.0,
                  source=doc.get(_SOURCE) if isinstance(doc.get(_SOURCE), str) else None,
-                 attributes={str(k): str(v) for k, v in attributes.items()} if isinstance(attributes, dict) else {},
+                 attributes=attribute_values(attributes),
                  ref=f"annotation_data {doc.get(_ID)}")
 
 
