@@ -49,7 +49,7 @@ def test_sync_writes_the_original_layout_and_twice_is_idempotent(fake_cvat, sess
         {"type": "polyline", "frame": 2, "label": "weed", "points": [1, 1, 5, 5]}])
     plan, summary = run_sync(session, mongo_db)
     assert [t.name for t in plan.add] == ["gt_train_FieldData_1"]
-    assert (summary.added, summary.shapes, dict(summary.skipped_shapes)) == (1, 4, {"polyline shape(s)": 1})
+    assert (summary.added, summary.shapes, dict(summary.skipped_shapes)) == (1, 5, {})  # the polyline is stored too
 
     doc = mongo_db.tasks.find_one({"name": "gt_train_FieldData_1"})
     assert (doc["type"], doc["source"], doc["cvat_id"], doc["status"]) == ("task_data", "cvat", task_id, "completed")
@@ -63,6 +63,7 @@ def test_sync_writes_the_original_layout_and_twice_is_idempotent(fake_cvat, sess
         (0, "rectangle", "weed", [1.0, 2.0, 11.0, 12.0]),
         (1, "rectangle", "crop", [0.0, 0.0, 10.0, 10.0]),  # track keyframe
         (2, "polygon", "weed", [1.0, 1.0, 5.0, 1.0, 5.0, 5.0]),
+        (2, "polyline", "weed", [1.0, 1.0, 5.0, 5.0]),
         (2, "rectangle", "crop", [5.0, 5.0, 20.0, 20.0])]  # interpolated; outside from frame 3
     assert shapes[0] == {"type": "annotation", "task_name": "gt_train_FieldData_1", "shape_types": "rectangle",
                          "occluded": True, "points": [1.0, 2.0, 11.0, 12.0], "frame": 0,
@@ -195,7 +196,7 @@ def test_sync_keeps_source_and_review_so_the_mongo_source_applies_the_rule(fake_
     from fake_cvat.scenarios import FRAMES as GT_FRAMES
     from fake_cvat.scenarios import RULES, expected_boxes, loaded_boxes, seed_proposals
     from obdb.settings.loader import parse_settings
-    from obdb.sources.mongo import MongoSource
+    from obdb.sources.factory import load_from_settings
 
     seed_proposals(fake_cvat, "gt_val_proposals")
     run_sync(session, mongo_db)
@@ -216,8 +217,8 @@ def test_sync_keeps_source_and_review_so_the_mongo_source_applies_the_rule(fake_
         settings["data"] = {"source": "mongo", "images_dir": str(images),
                             "mongo": {**mongo_settings(mongo_db.name), "include_auto": rule}}
         caplog.clear()
-        with caplog.at_level("INFO", logger="obdb.sources.mongo"):
-            loaded = MongoSource.from_settings(parse_settings(settings), progress=False).load()
+        with caplog.at_level("INFO", logger="obdb.sources"):
+            loaded = load_from_settings(parse_settings(settings), progress=False)
         assert loaded_boxes(loaded.records) == expected_boxes(rule), rule
         left_out = {"accepted": 3, "all": 0, "none": 4}[rule]
         assert (f"left out {left_out} model proposal(s)" in caplog.text) == bool(left_out)

@@ -198,18 +198,19 @@ def _read_source(zf: zipfile.ZipFile, stem: str) -> tuple[Image.Image, np.ndarra
         xml_bytes, png_bytes = zf.read(base + ".xml"), zf.read(base + ".png")
     except KeyError as err:
         raise DemoError(f"{DEMO_WHEEL} lacks {err}; is it really version {DEMO_VERSION}?") from None
-    parsed = parse_voc(Path(base + ".xml"), ET.fromstring(xml_bytes))
+    parsed = parse_voc(Path(base + ".xml"), ET.fromstring(xml_bytes), Path(base).parent)
     with Image.open(io.BytesIO(png_bytes)) as im:
         image = im.convert("RGB")  # some NEON tiles are RGBA; detectors want 3 channels
-    voc = parsed.images[0]
+    voc = parsed.frames[0]
+    shapes = [s for s in voc.shapes if s.kind == "rectangle"]
     if (voc.width, voc.height) != image.size:
         logger.warning("%s: VOC size %sx%s differs from the PNG %dx%d; using the PNG",
                        stem, voc.width, voc.height, *image.size)
     w, h = image.size
-    boxes = np.array([[b.x1, b.y1, b.x2, b.y2] for b in voc.boxes], dtype=np.float64).reshape(-1, 4)
+    boxes = np.array([s.points for s in shapes], dtype=np.float64).reshape(-1, 4)
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
-    return image, boxes, [b.label for b in voc.boxes]
+    return image, boxes, [s.label for s in shapes]
 
 
 def _tile_source(stem: str, image: Image.Image, boxes: np.ndarray, labels: list[str], tile_size: int,

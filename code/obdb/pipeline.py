@@ -29,7 +29,7 @@ from .outputs import RunPaths, attach_log_file, check_writable, now, write_manif
 from .paths import UnsafeName, safe_component
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
-from .sources.factory import source_from_settings
+from .sources.factory import load_from_settings
 from .sources.grouping import assign_groups
 from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed
@@ -187,7 +187,7 @@ def hold_studies(settings: Settings, variants: Sequence[str], paths: RunPaths, u
 # --- stage 1: data -------------------------------------------------------------------------------
 def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet:
     data = settings.data
-    loaded = source_from_settings(settings, progress=progress).load()
+    loaded = load_from_settings(settings, progress=progress)
     if data.excluded_frames:
         excluded = set(data.excluded_frames)
         kept = [r for r in loaded.records

@@ -29,13 +29,12 @@ from .cvat import (CvatSession, TaskInfo, expand_tracks, get_annotations, list_t
                    task_labels)
 from .cvat.tasks import FrameMeta
 from .mongo.layout import TaskNotFound, delete_task, find_tasks, stored_tasks, write_task
-from .sources.formats import rotated_rect_bbox
+from .shapes import BOX_KINDS, shape_box
 from .sources.truth import attribute_values
 
 log = logging.getLogger(__name__)
 
 SOURCE = "cvat"  # value of ``source`` in the tasks documents sync writes
-SHAPE_TYPES = ("rectangle", "polygon", "points")  # what the original layout holds
 DEFAULT_STATUSES = ("completed",)
 
 
@@ -166,8 +165,12 @@ def _in_scope(name: str, names: Sequence[str] | None, pattern: str | None) -> bo
 def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels: dict[int, str],
                     skipped: Counter[str], attribute_names: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """``annotation_data`` documents (without ``task_name``) for every shape of a task, tracks
-    expanded. Rotated rectangles become their axis-aligned box; shapes of other types, on
-    deleted frames or with unknown labels are counted in ``skipped``.
+    expanded. Rotated rectangles, ellipses and masks are stored as the rectangle
+    :func:`~obdb.shapes.shape_box` gives (the original layout has no rotation, ellipse or
+    mask), every other kind as it is: the reader decides about polygons and points
+    (``data.polygons``), and a polyline or cuboid tells it that its frame shows an object it does
+    not train on (so the frame is no negative). Shapes on deleted frames or with unknown labels are
+    counted in ``skipped``.
 
     Each document keeps the shape's ``source`` and its attribute values as ``attributes: [{name,
     value}]`` (names from ``attribute_names``, spec id → name; a list, not a document, so any
@@ -178,18 +181,15 @@ def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels
     for shape in expand_tracks(annotations, len(frames)):
         kind = shape.get("type")
         frame = frames[shape["frame"]]
-        if kind not in SHAPE_TYPES:
-            skipped[f"{kind} shape(s)"] += 1
-            continue
         if frame.deleted:
             skipped["shape(s) on deleted frames"] += 1
             continue
         if shape.get("label_id") not in labels:
             skipped["shape(s) of unknown labels"] += 1
             continue
-        points = [float(p) for p in shape["points"]]
-        if kind == "rectangle" and shape.get("rotation"):
-            points = list(rotated_rect_bbox(*points[:4], float(shape["rotation"])))
+        points = [float(p) for p in shape.get("points") or []]
+        if kind in BOX_KINDS and (kind != "rectangle" or shape.get("rotation")):
+            kind, points = "rectangle", list(shape_box(kind, points, float(shape.get("rotation") or 0.0)))
         docs.append({"type": "annotation", "shape_types": kind, "occluded": bool(shape.get("occluded", False)),
                      "points": points, "frame": shape["frame"], "label_id": shape["label_id"],
                      "source": shape.get("source", "manual"), "object_class": labels[shape["label_id"]],

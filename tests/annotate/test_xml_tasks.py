@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from obdb.annotate.xml_tasks import read_xml_task, xml_files
-from obdb.sources.base import SourceError
-from obdb.sources.formats import parse_file
+from obdb.sources.contract import SourceError
+from obdb.shapes import shape_box
+from obdb.sources.local import parse_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from annotate_support import XML  # noqa: E402
@@ -38,9 +39,11 @@ def test_every_shape_kind_and_attribute_is_kept(tmp_path: Path) -> None:
     assert [(a.name, a.input_type) for a in labels["crop"].attributes] == [("note", "text")]
     request = labels["weed"].to_request()
     assert request["attributes"][0]["values"] == ["thistle", "dock"]
-    # the training parser is unchanged: boxes only
-    parsed = parse_file(path)
-    assert len(parsed.images[0].boxes) == 3
+    # training reads the same file through the same reader; points and masks are boxes there too
+    shapes = parse_file(path).frames[0].shapes
+    assert [s.kind for s in shapes] == ["rectangle", "polygon", "points", "ellipse", "mask"]
+    assert shape_box(shapes[-1].kind, shapes[-1].points) == (0, 0, 1, 3)
+    assert sum(shape_box(s.kind, s.points, s.rotation, "skip") is not None for s in shapes) == 3
 
 
 def test_bad_files_name_the_problem(tmp_path: Path) -> None:
@@ -59,3 +62,20 @@ def test_bad_files_name_the_problem(tmp_path: Path) -> None:
         read_xml_task(video)
     with pytest.raises(SourceError, match="no \\*.xml files"):
         xml_files(tmp_path / "empty") if (tmp_path / "empty").mkdir() is None else None
+
+
+def test_one_reader_refuses_entity_bombs_and_external_entities(tmp_path: Path) -> None:
+    """Training and upload read CVAT XML through one reader, and expat refuses both attacks there."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read")
+    laughs = "".join(f'<!ENTITY l{i} "{"&l%d;" % (i - 1) * 10}">' for i in range(1, 10))
+    bomb = f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY l0 "ha">{laughs}]><annotations>&l9;</annotations>'
+    xxe = (f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]>'
+           '<annotations><image id="0" name="&x;"/></annotations>')
+    for name, text in (("bomb.xml", bomb), ("xxe.xml", xxe)):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(SourceError, match=rf"{name}: malformed XML"):
+            read_xml_task(path)
+        with pytest.raises(SourceError, match=rf"{name}: malformed XML"):
+            parse_file(path)

@@ -247,7 +247,7 @@ def test_task_names_are_matched_literally(odd_tasks: Path, mongo_db: Any, mongo_
     from obdb.mongo.layout import TaskNotFound, delete_task, find_tasks
     from obdb.pipeline import load_annotations
     from obdb.settings import parse_settings
-    from obdb.sources.base import SourceError
+    from obdb.sources.contract import SourceError
 
     def source_tasks(name: str) -> set[str]:
         raw = tiny_settings(odd_tasks, tmp_path, annotations_list=[name])

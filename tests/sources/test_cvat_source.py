@@ -10,8 +10,8 @@ import pytest
 from obdb import cvat
 from obdb.pipeline import load_annotations
 from obdb.settings.loader import parse_settings
-from obdb.sources.base import SourceError
-from obdb.sources.formats import parse_file
+from obdb.sources.contract import SourceError
+from obdb.sources.local import parse_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import LABELS, make_tiny_dataset, tiny_settings  # noqa: E402
@@ -27,11 +27,11 @@ def seed_from_files(fake_cvat, data: Path) -> list[str]:
     names = []
     for xml in sorted((data / "annotations").glob("*.xml")):
         parsed = parse_file(xml)
-        shapes = [{"type": "rectangle", "frame": image.frame, "label": box.label,
-                   "points": [box.x1, box.y1, box.x2, box.y2]} for image in parsed.images for box in image.boxes]
-        fake_cvat.add_task(parsed.task, list(LABELS), [data / "images" / image.name for image in parsed.images],
+        shapes = [{"type": shape.kind, "frame": frame.frame, "label": shape.label, "points": shape.points}
+                  for frame in parsed.frames for shape in frame.shapes]
+        fake_cvat.add_task(parsed.name, list(LABELS), [data / "images" / frame.name for frame in parsed.frames],
                            shapes=shapes, status="completed")
-        names.append(parsed.task)
+        names.append(parsed.name)
     return names
 
 
@@ -127,7 +127,7 @@ def test_only_human_and_accepted_shapes_are_ground_truth(cvat_env, data, tmp_pat
     block = {} if rule == "accepted" else {"include_auto": rule}
     settings = settings_for(data, tmp_path / "out", ["gt_val_proposals"], **block)
     assert settings.data.cvat.include_auto == rule
-    with caplog.at_level("INFO", logger="obdb.sources.cvat"):
+    with caplog.at_level("INFO", logger="obdb.sources"):
         loaded = load_annotations(settings, progress=False)  # what the runner, review and test_model load
     assert loaded_boxes(loaded.records) == expected_boxes(rule)
     left_out = {"accepted": 3, "all": 0, "none": 4}[rule]

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from obdb.records import AnnotationSet
-from obdb.sources.base import LocalSource, Source, SourceError
+from obdb.sources.contract import Source, SourceError
 from obdb.sources.cvat_xml import CvatBox, CvatImage, cvat_xml_text
-from obdb.sources.local import load_local
+from obdb.sources.driver import LoadOptions, load as load_source
+from obdb.sources.local import LocalSource, load_local
 
 # --------------------------------------------------------------------------- helpers / fixtures
 
@@ -45,8 +46,10 @@ def data(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def load(paths, data: Path, **kwargs) -> AnnotationSet:
+def load(paths, data: Path, options: LoadOptions | None = None, **kwargs) -> AnnotationSet:
     kwargs.setdefault("progress", False)
+    if options is not None:
+        return load_source(LocalSource(paths, data / "images"), options, progress=kwargs["progress"])
     return load_local(paths, images_dir=data / "images", **kwargs)
 
 
@@ -106,7 +109,7 @@ def test_clipping_and_degenerate_boxes_are_counted(data: Path, caplog: pytest.Lo
         '<box label="T" xtl="5" ytl="5" xbr="5.5" ybr="20"/>'        # 0.5 px wide -> dropped
         '<box label="T" xtl="63.5" ytl="1" xbr="80" ybr="9"/>'       # 0.5 px left after clipping
         "</image>"]))
-    with caplog.at_level(logging.WARNING, logger="obdb.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
         result = load(xml, data)
     np.testing.assert_allclose(result.records[0].boxes, [[0, 0, 10, 10], [60, 40, 64, 48]])
     assert result.dropped_boxes == 3
@@ -119,17 +122,17 @@ def test_non_box_shapes_are_ignored_with_a_count(data: Path, caplog: pytest.LogC
         '<polyline label="T" points="1,1;5,5"/><points label="T" points="3,3"/>'
         '<polyline label="T" points="2,2;6,6"/><box label="T" xtl="1" ytl="1" xbr="5" ybr="5"/>'
         "</image>"]))
-    with caplog.at_level(logging.WARNING, logger="obdb.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
         result = load(xml, data)
-    assert len(result.records[0].boxes) == 1
-    assert "cvat:points=1" in caplog.text and "cvat:polyline=2" in caplog.text
+    assert len(result.records[0].boxes) == 1  # the one-point "points" shape is a degenerate box
+    assert "skipped 2 polyline shape(s)" in caplog.text and result.dropped_boxes == 1
 
 
 def test_size_mismatch_warns_and_uses_real_size(data: Path, caplog: pytest.LogCaptureFixture) -> None:
     xml = write(data / "annotations" / "size.xml", cvat_xml("t", [
         '<image id="0" name="a.png" width="640" height="480">'
         '<box label="T" xtl="10" ytl="10" xbr="600" ybr="400"/></image>']))
-    with caplog.at_level(logging.WARNING, logger="obdb.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
         record = load(xml, data).records[0]
     assert (record.width, record.height) == (64, 48)
     np.testing.assert_allclose(record.boxes, [[10, 10, 64, 48]])
@@ -235,7 +238,7 @@ def test_bad_images_are_skipped_and_listed(data: Path, caplog: pytest.LogCapture
     xml = write(data / "annotations" / "bad.xml", cvat_xml("t", [
         f'<image id="{i}" name="{n}" width="64" height="48"><box label="T" xtl="1" ytl="1" xbr="9" ybr="9"/></image>'
         for i, n in enumerate(names)]))
-    with caplog.at_level(logging.WARNING, logger="obdb.sources.local"):
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
         result = load(xml, data)
     assert [r.image_id for r in result.records] == ["t/a.png"]
     reasons = {Path(s.path).name: s.reason for s in result.skipped}
@@ -358,7 +361,57 @@ def test_group_regex(data: Path) -> None:
 
 
 def test_local_source_wraps_load_local(data: Path, labelled: Path) -> None:
-    source = LocalSource(annotations=[labelled], images_dir=data / "images", keep_empty=False, progress=False)
+    source = LocalSource(annotations=[labelled], images_dir=data / "images")
     assert isinstance(source, Source)
-    result = source.load()
+    result = load_source(source, LoadOptions(keep_empty=False), progress=False)
     assert [r.image_id for r in result.records] == ["lab/a.png", "lab/b.png"]
+
+
+# --------------------------------------------------------------------------- containment, proposals, skipped shapes
+
+
+def test_names_outside_the_images_folder_are_skipped_unopened(data: Path, tmp_path: Path, monkeypatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from obdb.sources import driver
+
+    secret = make_image(tmp_path / "secret.png")
+    (data / "images" / "link.png").symlink_to(secret)
+    names = ["a.png", "../secret.png", str(secret), "link.png", "sub\\..\\..\\secret.png"]
+    xml = write(data / "annotations" / "out.xml", cvat_xml("t", [
+        f'<image id="{i}" name="{n}" width="64" height="48"><box label="T" xtl="1" ytl="1" xbr="9" ybr="9"/></image>'
+        for i, n in enumerate(names)]))
+    opened: list[Path] = []
+    monkeypatch.setattr(driver, "probe_image", lambda path: opened.append(path) or (64, 48))
+    with caplog.at_level(logging.WARNING, logger="obdb.sources"):
+        result = load(xml, data)
+    assert [r.image_id for r in result.records] == ["t/a.png"] and opened == [data / "images" / "a.png"]
+    assert sorted(s.path for s in result.skipped) == sorted(names[1:])
+    assert all("outside the data root" in s.reason or "absolute path" in s.reason for s in result.skipped)
+    assert "skipped 4 image name(s) outside the data root (never opened)" in caplog.text
+
+
+def test_proposals_left_out_are_counted_and_frames_with_skipped_shapes_are_no_negatives(
+        data: Path, monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    from obdb.sources import driver
+
+    asked = []
+
+    def human_only(source, attributes, include_auto):
+        asked.append((source, dict(attributes), include_auto))
+        return source != "auto"
+
+    monkeypatch.setattr(driver, "is_ground_truth", human_only)
+    xml = write(data / "annotations" / "p.xml", cvat_xml("t", [
+        '<image id="0" name="a.png" width="64" height="48"><box label="T" source="manual" xtl="1" ytl="1" xbr="9" ybr="9"/>'
+        '<box label="T" source="auto" xtl="2" ytl="2" xbr="9" ybr="9"><attribute name="review">rejected</attribute></box>'
+        "</image>",
+        '<image id="1" name="b.png" width="64" height="48"><box label="T" source="auto" xtl="1" ytl="1" xbr="9" ybr="9"/>'
+        "</image>",
+        '<image id="2" name="c.png" width="64" height="48"><polygon label="T" points="1,1;9,1;9,9"/></image>']))
+    with caplog.at_level(logging.INFO, logger="obdb.sources"):
+        result = load(xml, data, options=LoadOptions(polygons="skip", include_auto="accepted"))
+    # b.png: only a proposal, so a negative as people annotated it; c.png: its polygon is skipped, so left out
+    assert [(r.image_id, len(r.boxes)) for r in result.records] == [("t/a.png", 1), ("t/b.png", 0)]
+    assert ("auto", {"review": "rejected"}, "accepted") in asked
+    assert "left out 2 model proposal(s) not taken as ground truth (include_auto = accepted)" in caplog.text
+    assert "left out 1 frame(s) whose every shape was skipped" in caplog.text

@@ -17,13 +17,13 @@ from bson import ObjectId
 from PIL import Image
 
 from obdb.mongo import connection, layout
-from obdb.mongo.layout import BATCH, VIEW, find_tasks, read_task, write_task
+from obdb.mongo.layout import BATCH, SHAPE_FIELDS, VIEW, find_tasks, write_task
 from obdb.mongo.snapshot import import_snapshot, snapshot_files
 from obdb.pipeline import load_annotations
 from obdb.records import ImageRecord
 from obdb.settings import load_settings
-from obdb.sources.base import SourceError
-from obdb.sources.mongo import _Counts, frames_to_parsed, read_task_frames, read_view, task_to_parsed
+from obdb.sources.contract import SourceError
+from obdb.sources.mongo import TaskFrames, _whole_frame, frames_to_task, read_task_frames, read_view
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
@@ -140,7 +140,7 @@ def test_polygons_become_boxes_or_are_skipped(field, mongo_db, mongo_settings, t
               shape(1, names[1], "points", [3, 4, 10, 20, 7, 7]),
               shape(2, names[2], "polyline", [1, 1, 9, 9])]
     write_task(mongo_db, {"name": "t"}, frames(*names), shapes)
-    with caplog.at_level(logging.INFO, logger="obdb.sources.mongo"):
+    with caplog.at_level(logging.INFO, logger="obdb.sources"):
         loaded = mongo_load(field, tmp_path, mongo_db.name, mongo_settings, ["t"])
     assert [r.frame for r in loaded.records] == [0, 1]  # frame 2 shows only an unusable shape: not a negative
     np.testing.assert_array_equal(loaded.records[0].boxes, [[1, 2, 11, 12], [5, 5, 40, 30]])
@@ -149,7 +149,7 @@ def test_polygons_become_boxes_or_are_skipped(field, mongo_db, mongo_settings, t
     assert "bounding box of 1 points shape(s), 1 polygon shape(s)" in caplog.text
     assert "skipped 1 polyline shape(s)" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="obdb.sources.mongo"):
+    with caplog.at_level(logging.INFO, logger="obdb.sources"):
         skipped = mongo_load(field, tmp_path, mongo_db.name, mongo_settings, ["t"], mongo={"polygons": "skip"})
     assert [(r.frame, len(r.boxes)) for r in skipped.records] == [(0, 1)]
     assert "skipped 1 points shape(s), 1 polygon shape(s), 1 polyline shape(s)" in caplog.text
@@ -179,15 +179,16 @@ def test_shapes_grouped_by_frame_convert_like_whole_documents(field, mongo_db, m
 
     grouped = read_task_frames(mongo_db, doc)
     assert sorted(g["_id"] for g in grouped.groups) == [0, 1, 2, 3]  # 7 shapes in 4 documents
-    parsed = frames_to_parsed(grouped, mongo_db.name, "bbox", _Counts())
-    assert parsed == task_to_parsed(read_task(mongo_db, doc), mongo_db.name, "bbox", _Counts())
-    boxes = {i.frame: [(b.x1, b.y1, b.x2, b.y2, b.label, b.occluded) for b in i.boxes] for i in parsed.images}
-    assert boxes == {0: [(30, 30, 50, 40, "stone", False), (1, 2, 11, 12, "weed", True),
-                         (5, 5, 40, 30, "weed", False), (6, 6, 9, 9, "crop", False)],
-                     1: [(4, 4, 14, 24, "crop", False)],  # frame 2 shows only a polyline: left out
-                     3: [(3, 4, 10, 20, "crop", False)]}
-    assert [(i.name, i.width, i.height) for i in parsed.images] == [
-        (names[0], 64, 48), (names[1], 64, 48), (names[3], 64, 48)]  # frame 3 sized by its shape
+    parsed = frames_to_task(grouped, mongo_db.name, field)
+    assert parsed == whole_documents_task(mongo_db, doc, field)
+    shapes = {f.frame: [(s.kind, s.points, s.label, s.occluded) for s in f.shapes] for f in parsed.frames}
+    assert shapes == {0: [("rectangle", [30, 30, 50, 40], "stone", False), ("rectangle", [1, 2, 11, 12], "weed", True),
+                          ("polygon", [5, 5, 40, 8, 20, 30], "weed", False), ("rectangle", [6, 6, 9, 9], "crop", False)],
+                      1: [("rectangle", [4, 4, 14, 24], "crop", False)],
+                      2: [("polyline", [], "weed", False)],  # not a box kind: its points are not read
+                      3: [("points", [3, 4, 10, 20, 7, 7], "crop", False)]}
+    assert [(f.name, f.width, f.height) for f in parsed.frames] == [
+        (names[0], 64, 48), (names[1], 64, 48), (names[2], 64, 48), (names[3], 64, 48)]  # frame 3 sized by its shape
 
     loaded = mongo_load(field, tmp_path, mongo_db.name, mongo_settings, ["t"])
     assert [r.frame for r in loaded.records] == [0, 1, 3]
@@ -195,6 +196,16 @@ def test_shapes_grouped_by_frame_convert_like_whole_documents(field, mongo_db, m
                                   [[30, 30, 50, 40], [1, 2, 11, 12], [5, 5, 40, 30], [6, 6, 9, 9]])
     assert loaded.records[0].labels == ["stone", "weed", "weed", "crop"]
     assert loaded.records[0].meta["occluded"] == [False, True, False, False]
+
+
+def whole_documents_task(db, doc: dict, images: Path):
+    """The conversion applied to whole shape documents grouped here, not by the server."""
+    groups: dict[int, list[dict]] = {}
+    for stored in db.annotation_data.find({"task_name": doc["name"], BATCH: doc.get(BATCH)}):
+        shape = {short: stored[long] for short, long in SHAPE_FIELDS.items() if long in stored}
+        groups.setdefault(_whole_frame(stored.get("frame"), doc["name"], [shape]), []).append(shape)
+    frames = db.meta.find_one({"task_name": doc["name"]})["frames"]
+    return frames_to_task(TaskFrames(doc, frames, [{"_id": f, "s": s} for f, s in groups.items()]), db.name, images)
 
 
 def test_bad_frame_names_the_shape_document(field, mongo_db, mongo_settings, tmp_path) -> None:
@@ -255,8 +266,8 @@ def write_tiny_tasks(tiny: Path, db) -> list[str]:
 
 def parse_both_ways(db, name: str):
     doc = find_tasks(db, [name])[0]
-    return (frames_to_parsed(read_task_frames(db, doc), db.name, "bbox", _Counts()),
-            frames_to_parsed(read_task_frames(db, doc, view=False), db.name, "bbox", _Counts()))
+    return (frames_to_task(read_task_frames(db, doc), db.name, Path(".")),
+            frames_to_task(read_task_frames(db, doc, view=False), db.name, Path(".")))
 
 
 def test_obdb_written_tasks_are_read_through_the_view(tiny, mongo_db, mongo_settings, mongo_commands, tmp_path,
@@ -275,7 +286,7 @@ def test_obdb_written_tasks_are_read_through_the_view(tiny, mongo_db, mongo_sett
     assert mongo.dropped_boxes == local.dropped_boxes and mongo.skipped == local.skipped
     for name in tasks:
         view, aggregation = parse_both_ways(db, name)
-        assert view == aggregation and view.images
+        assert view == aggregation and view.frames
 
 
 def test_view_in_many_parts_reads_like_the_aggregation(field, mongo_db, mongo_commands, monkeypatch) -> None:
@@ -288,7 +299,7 @@ def test_view_in_many_parts_reads_like_the_aggregation(field, mongo_db, mongo_co
     assert mongo_db[VIEW].count_documents({"task_name": "t"}) > 3
     db, log = mongo_commands
     view, aggregation = parse_both_ways(db, "t")
-    assert view == aggregation and sum(len(i.boxes) for i in view.images) == 31
+    assert view == aggregation and sum(len(f.shapes) for f in view.frames) == 32
     assert len(frames_aggregations(log)) == 1  # the view=False read only
 
 
@@ -299,11 +310,11 @@ def test_shape_removed_by_hand_falls_back_to_the_aggregation(field, mongo_db, mo
     gone = mongo_db.annotation_data.find_one({"frame": 1})["_id"]
     mongo_db.annotation_data.delete_one({"_id": gone})
     db, log = mongo_commands
-    with caplog.at_level(logging.INFO, logger="obdb.sources.mongo"):
+    with caplog.at_level(logging.INFO, logger="obdb.sources"):
         view, aggregation = parse_both_ways(db, "t")
     assert "view holds 6 shapes but 5 are stored" in caplog.text
     assert len(frames_aggregations(log)) == 2  # both reads used the aggregation
-    assert view == aggregation and [len(i.boxes) for i in view.images] == [3, 2]
+    assert view == aggregation and [len(f.shapes) for f in view.frames] == [3, 2]
 
 
 def test_missing_view_part_falls_back_to_the_aggregation(field, mongo_db, mongo_commands, monkeypatch) -> None:
@@ -317,7 +328,7 @@ def test_missing_view_part_falls_back_to_the_aggregation(field, mongo_db, mongo_
     doc = find_tasks(db, ["t"])[0]
     assert read_view(db, "t", doc[BATCH]) is None
     view, aggregation = parse_both_ways(db, "t")
-    assert view == aggregation and sum(len(i.boxes) for i in view.images) == 20
+    assert view == aggregation and sum(len(f.shapes) for f in view.frames) == 20
     assert len(frames_aggregations(log)) == 2
 
 

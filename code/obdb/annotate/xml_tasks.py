@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..sources.base import SourceError
+from ..sources.contract import SourceError
+from ..sources.cvat_xml import read_cvat
 
-POINT_SHAPES = {"polygon": "polygon", "polyline": "polyline", "points": "points"}
+UPLOAD_KINDS = ("rectangle", "polygon", "polyline", "points", "ellipse")
 INPUT_TYPES = {"select", "radio", "checkbox", "number", "text"}
 
 
@@ -82,32 +83,6 @@ class XmlTask:
         return sum(len(image.shapes) for image in self.images)
 
 
-def _float(value: str | None, what: str, path: Path, where: str) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise SourceError(f"{path}: {where}: {what} is not a number: {value!r}") from None
-
-
-def _int(value: str | None, default: int = 0) -> int:
-    try:
-        return int(float(value)) if value is not None else default
-    except ValueError:
-        return default
-
-
-def _flat_points(text: str | None, path: Path, where: str) -> list[float]:
-    if not text or not text.strip():
-        raise SourceError(f"{path}: {where}: shape has no points")
-    flat: list[float] = []
-    for pair in text.strip().split(";"):
-        parts = pair.split(",")
-        if len(parts) != 2:
-            raise SourceError(f"{path}: {where}: bad point {pair!r} (expected 'x,y')")
-        flat.extend(_float(p, "coordinate", path, where) for p in parts)
-    return flat
-
-
 def _meta_labels(root: ET.Element, path: Path) -> list[LabelSpec]:
     labels = []
     for node in root.iterfind("meta/*/labels/label"):
@@ -129,31 +104,6 @@ def _meta_labels(root: ET.Element, path: Path) -> list[LabelSpec]:
                 default_value=attr.findtext("default_value") or "", values=values))
         labels.append(label)
     return labels
-
-
-def _shape(node: ET.Element, path: Path, where: str) -> XmlShape | None:
-    a = node.attrib
-    if node.tag == "box":
-        points = [_float(a.get(k), k, path, where) for k in ("xtl", "ytl", "xbr", "ybr")]
-        kind = "rectangle"
-    elif node.tag in POINT_SHAPES:
-        points = _flat_points(a.get("points"), path, where)
-        kind = POINT_SHAPES[node.tag]
-    elif node.tag == "ellipse":
-        cx, cy, rx, ry = (_float(a.get(k), k, path, where) for k in ("cx", "cy", "rx", "ry"))
-        points, kind = [cx, cy, cx + rx, cy - ry], "ellipse"
-    else:
-        return None
-    label = a.get("label")
-    if not label:
-        raise SourceError(f"{path}: {where}: <{node.tag}> has no label")
-    attributes = {}
-    for attr in node.iterfind("attribute"):
-        if attr.get("name"):
-            attributes[attr.get("name", "")] = attr.text or ""
-    return XmlShape(type=kind, label=label, points=points, occluded=a.get("occluded") == "1",
-                    z_order=_int(a.get("z_order")), rotation=_float(a.get("rotation", "0"), "rotation", path, where),
-                    source=a.get("source") or "manual", group=_int(a.get("group_id")), attributes=attributes)
 
 
 def _complete_labels(labels: list[LabelSpec], images: list[XmlImage]) -> list[LabelSpec]:
@@ -183,38 +133,23 @@ def _complete_labels(labels: list[LabelSpec], images: list[XmlImage]) -> list[La
 
 def read_xml_task(path: Path) -> XmlTask:
     """One CVAT for images 1.1 file as a task to upload; errors name the file and the image."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        line, col = err.position
-        raise SourceError(f"{path}: malformed XML at line {line}, column {col + 1}") from None
-    except OSError as err:
-        raise SourceError(f"{path}: cannot read: {err}") from None
-    if root.tag != "annotations":
-        raise SourceError(f"{path}: not a CVAT for images 1.1 file (root <{root.tag}>, expected <annotations>)")
-    if root.find("track") is not None:
-        raise SourceError(f"{path}: this is a 'CVAT for video' export (<track> elements); export the task as "
-                          f"'CVAT for images 1.1' instead")
-    name = (root.findtext("meta/task/name") or root.findtext("meta/job/name") or "").strip() or path.stem
-    ignored: Counter[str] = Counter()
+    parsed, root = read_cvat(path)
+    ignored: Counter[str] = Counter(node.tag for node in root.iterfind("image/tag"))
     images = []
-    for node in root.iterfind("image"):
-        image_name = node.get("name")
-        if not image_name:
-            raise SourceError(f"{path}: <image id={node.get('id')!r}> has no name attribute")
-        image = XmlImage(frame=_int(node.get("id")), name=image_name, width=_int(node.get("width")) or None,
-                         height=_int(node.get("height")) or None)
-        for child in node:
-            shape = _shape(child, path, f"image {image_name!r}")
-            if shape is None:
-                ignored[child.tag] += 1
-            else:
-                image.shapes.append(shape)
+    for frame in parsed.frames:
+        image = XmlImage(frame=frame.frame or 0, name=frame.name, width=frame.width or None, height=frame.height or None)
+        for s in frame.shapes:
+            if s.kind not in UPLOAD_KINDS:
+                ignored[s.kind] += 1
+                continue
+            image.shapes.append(XmlShape(type=s.kind, label=s.label, points=s.points, occluded=s.occluded,
+                                         z_order=s.z_order, rotation=s.rotation, source=s.source or "manual",
+                                         group=s.group, attributes=s.attributes))
         images.append(image)
     if not images:
         raise SourceError(f"{path}: holds no <image> elements")
     labels = _complete_labels(_meta_labels(root, path), images)
-    return XmlTask(path=path, name=name, labels=labels, images=images, ignored=ignored)
+    return XmlTask(path=path, name=parsed.name, labels=labels, images=images, ignored=ignored)
 
 
 def xml_files(folder: Path) -> list[Path]:

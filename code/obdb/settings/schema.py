@@ -105,8 +105,7 @@ class MongoSettings(StrictModel):
     database: str = Field("annotations", min_length=1)
     timeout_s: float = Field(10.0, gt=0, le=600)
     retries: int = Field(4, ge=0, le=50)
-    polygons: Literal["bbox", "skip"] = Field("bbox", description="polygon and points shapes: train on "
-                                              "their bounding box, or skip them")
+    polygons: Literal["bbox", "skip"] = Field("bbox", description="older name of data.polygons (skip wins)")
     include_auto: Literal["accepted", "all", "none"] = Field(
         "accepted", description="model proposals (source auto) trained on and scored against: those a person "
         "accepted (review=accepted), all, or none (see obdb.sources.truth)")
@@ -138,6 +137,8 @@ class DataSettings(StrictModel):
                                    description="annotation files or folders; default <dataset_dir>/annotations")
     images_dir: Optional[str] = Field(None, description="default: dataset_dir")
     keep_empty: bool = True
+    polygons: Literal["bbox", "skip"] = Field("bbox", description="polygon and points shapes, every source: "
+                                              "train on their bounding box, or skip them")
     label_map: dict[str, Optional[str]] = Field(default_factory=dict)
     group_regex: Optional[str] = Field(None, description="split group: first match (capture group 1, else the "
                                        "whole match) in the image file name, then its relative path, then the task "

@@ -1,33 +1,32 @@
 """COCO detection JSON (``images`` / ``annotations`` / ``categories``; ``bbox`` is ``x, y, w, h``).
 
-Crowd regions (``iscrowd: 1``) are not object instances, so they are left out (and counted as
-ignored) rather than trained on as ordinary boxes. An annotation without a ``bbox`` but with a
-polygon ``segmentation`` gets the polygon's bounding box.
+An annotation becomes a rectangle shape from its ``bbox``, or, without one, a polygon shape from
+its polygon ``segmentation`` (its bounding box, as for any polygon). Crowd regions (``iscrowd: 1``)
+are not object instances and RLE-only annotations have no box: they become shapes of kind
+``crowd`` / ``no_bbox``, which the driver skips with a count (so their frame is no empty negative).
 """
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from obdb.sources.base import SourceError
-from obdb.sources.formats import ParsedBox, ParsedFile, ParsedImage, bbox_of_points, to_float, to_int_or_none
+from obdb.sources.contract import Frame, Shape, SourceError, Task, to_float, to_int_or_none
 
 
-def _segmentation_bbox(seg: Any) -> tuple[float, float, float, float] | None:
-    """Bounding box of COCO polygon segmentation(s); None for RLE masks or nothing usable."""
+def _segmentation_points(seg: Any) -> list[float] | None:
+    """All points of COCO polygon segmentation(s) as one flat list; None for RLE masks or nothing usable."""
     if not isinstance(seg, list) or not seg:
         return None
     polygons = seg if isinstance(seg[0], list) else [seg]
-    points: list[tuple[float, float]] = []
+    points: list[float] = []
     for poly in polygons:
         if not isinstance(poly, list):
             return None
-        points.extend((float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly) - 1, 2))
-    return bbox_of_points(points) if points else None
+        points.extend(float(v) for v in poly[:len(poly) - len(poly) % 2])
+    return points or None
 
 
-def parse_coco(path: Path, data: dict[str, Any]) -> ParsedFile:
+def parse_coco(path: Path, data: dict[str, Any], images_dir: Path) -> Task:
     """Parse a COCO dict already loaded from ``path``; the task name is the file stem."""
     if not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise SourceError(f"{path}: COCO 'images' and 'annotations' must be lists")
@@ -37,43 +36,37 @@ def parse_coco(path: Path, data: dict[str, Any]) -> ParsedFile:
             raise SourceError(f"{path}: COCO category without id or name: {cat!r}")
         categories[cat["id"]] = str(cat["name"])
 
-    images: dict[Any, ParsedImage] = {}
+    frames: dict[Any, Frame] = {}
     for entry in data["images"]:
         if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
             raise SourceError(f"{path}: COCO image without id or file_name: {entry!r}")
-        if entry["id"] in images:
+        if entry["id"] in frames:
             raise SourceError(f"{path}: COCO image id {entry['id']!r} appears twice")
-        images[entry["id"]] = ParsedImage(name=str(entry["file_name"]), frame=to_int_or_none(entry["id"]),
-                                          width=to_int_or_none(entry.get("width")),
-                                          height=to_int_or_none(entry.get("height")))
+        frames[entry["id"]] = Frame(name=str(entry["file_name"]), frame=to_int_or_none(entry["id"]),
+                                    width=to_int_or_none(entry.get("width")), height=to_int_or_none(entry.get("height")))
 
-    ignored: Counter[str] = Counter()
     for ann in data["annotations"]:
         if not isinstance(ann, dict):
             raise SourceError(f"{path}: COCO annotation is not an object: {ann!r}")
         where = f"annotation id {ann.get('id')!r}"
-        image = images.get(ann.get("image_id"))
-        if image is None:
+        frame = frames.get(ann.get("image_id"))
+        if frame is None:
             raise SourceError(f"{path}: {where} refers to unknown image_id {ann.get('image_id')!r}")
         label = categories.get(ann.get("category_id"))
         if label is None:
             raise SourceError(f"{path}: {where} refers to unknown category_id {ann.get('category_id')!r}")
-        if ann.get("iscrowd"):
-            ignored["crowd"] += 1
-            continue
         bbox = ann.get("bbox")
-        if isinstance(bbox, (list, tuple)) and len(bbox) == 4:
+        if ann.get("iscrowd"):
+            kind, points = "crowd", []
+        elif isinstance(bbox, (list, tuple)) and len(bbox) == 4:
             x, y, w, h = (to_float(v, "bbox value", path, where) for v in bbox)
-            box = (x, y, x + w, y + h)
+            kind, points = "rectangle", [x, y, x + w, y + h]
         else:
             try:
-                seg_box = _segmentation_bbox(ann.get("segmentation"))
-            except (TypeError, ValueError):
-                raise SourceError(f"{path}: {where}: malformed segmentation") from None
-            if seg_box is None:
-                ignored["no_bbox"] += 1
-                continue
-            box = seg_box
-        image.boxes.append(ParsedBox(*box, label=label))
-    return ParsedFile(path=path, format="coco", task=path.stem, images=list(images.values()),
-                      ignored=ignored, labels=list(dict.fromkeys(categories.values())))
+                outline = _segmentation_points(ann.get("segmentation"))
+            except (TypeError, ValueError) as err:
+                raise SourceError(f"{path}: {where}: malformed segmentation") from err
+            kind, points = ("polygon", outline) if outline else ("no_bbox", [])
+        frame.shapes.append(Shape(kind=kind, points=points, label=label, ref=where))
+    return Task(name=path.stem, frames=list(frames.values()), root=images_dir, origin=str(path), format="coco",
+                labels=list(dict.fromkeys(categories.values())))

@@ -1,4 +1,5 @@
-"""CVAT for images 1.1 XML: reader (task/job exports) and a minimal writer (used by the demo).
+"""CVAT for images 1.1 XML: the one reader (training and ``annotate upload-xml`` both use it) and a
+minimal writer (used by the demo and the tests).
 
 Reference layout::
 
@@ -6,38 +7,56 @@ Reference layout::
       <version>1.1</version>
       <meta><task><name>my task</name>...<labels><label><name>Tree</name>...</label></labels></task></meta>
       <image id="0" name="frame_000000.png" width="1920" height="1080">
-        <box label="Tree" occluded="0" xtl="1" ytl="2" xbr="30" ybr="40" rotation="0"/>
+        <box label="Tree" occluded="0" source="manual" xtl="1" ytl="2" xbr="30" ybr="40" rotation="0">
+          <attribute name="review">accepted</attribute>
+        </box>
         <polygon label="Tree" points="1,2;30,2;30,40"/>
       </image>
     </annotations>
 
-Boxes are taken as they are (a ``rotation`` is turned into the enclosing axis-aligned box),
-polygons and ellipses become their bounding box, other shapes (polylines, points, masks, cuboids,
-skeletons) are counted as ignored. ``<tag>`` elements are image-level labels, not shapes, and are
-skipped silently.
+The reader loses nothing people drew: every shape keeps its kind, points (in CVAT's JSON form, see
+:class:`~obdb.sources.contract.Shape`), rotation, occlusion, z order, group, ``source`` and
+``<attribute>`` values. Elements it has no encoding for (cuboids, skeletons) become shapes without
+points, which the driver skips with a count; ``<tag>`` elements are image-level labels, not shapes.
+XML comes through expat, which refuses external entities and entity expansion bombs.
 """
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from obdb.fileio import write_text
-from obdb.sources.base import SourceError
-from obdb.sources.formats import (
-    ParsedBox,
-    ParsedFile,
-    ParsedImage,
-    bbox_of_points,
-    rotated_rect_bbox,
-    to_float,
-    to_int_or_none,
-)
+from obdb.sources.contract import Frame, Shape, SourceError, Task, to_float, to_int_or_none
 
+#: XML element → shape kind, for the elements with points the reader understands.
+KINDS = {"box": "rectangle", "polygon": "polygon", "polyline": "polyline", "points": "points",
+         "ellipse": "ellipse", "mask": "mask"}
 _NOT_SHAPES = {"tag", "attribute"}
+
+
+def parse_xml(raw: bytes, origin: Path) -> ET.Element:
+    """The document's root; a SourceError naming file, line and column when it is malformed."""
+    try:
+        return ET.fromstring(raw)
+    except ET.ParseError as err:
+        line, col = err.position
+        reason = str(err).rsplit(": line", 1)[0]  # ParseError repeats the position; say it once
+        raise SourceError(f"{origin}: malformed XML at line {line}, column {col + 1}: {reason}") from err
+
+
+def read_cvat(path: Path) -> tuple[Task, ET.Element]:
+    """Read and parse one CVAT for images 1.1 file: its task (images resolve under the file's
+    folder until the caller says otherwise) and the document root, for ``<meta>``."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SourceError(f"{path}: cannot read: {err}") from err
+    root = parse_xml(raw, path)
+    if root.tag != "annotations":
+        raise SourceError(f"{path}: not a CVAT for images 1.1 file (root <{root.tag}>, expected <annotations>)")
+    return parse_cvat(path, root, path.parent), root
 
 
 def _task_name(root: ET.Element) -> str | None:
@@ -53,74 +72,64 @@ def _task_name(root: ET.Element) -> str | None:
     return None
 
 
-def _meta_labels(root: ET.Element) -> list[str]:
-    names = []
-    for node in root.iterfind("meta/*/labels/label/name"):
-        if node.text and node.text.strip():
-            names.append(node.text.strip())
-    return names
-
-
-def _parse_points(text: str | None, path: Path, where: str) -> list[tuple[float, float]]:
+def _flat_points(text: str | None, path: Path, where: str) -> list[float]:
     if not text or not text.strip():
-        raise SourceError(f"{path}: {where}: polygon has no points")
-    points = []
+        raise SourceError(f"{path}: {where}: shape has no points")
+    flat: list[float] = []
     for pair in text.strip().split(";"):
         parts = pair.split(",")
         if len(parts) != 2:
-            raise SourceError(f"{path}: {where}: bad polygon point {pair!r} (expected 'x,y')")
-        points.append((to_float(parts[0], "x", path, where), to_float(parts[1], "y", path, where)))
-    return points
+            raise SourceError(f"{path}: {where}: bad point {pair!r} (expected 'x,y')")
+        flat.extend(to_float(p, "coordinate", path, where) for p in parts)
+    return flat
 
 
-def _shape_box(shape: ET.Element, path: Path, where: str) -> tuple[float, float, float, float] | None:
-    """Box of one shape element, or None when the shape kind cannot become a box."""
-    a = shape.attrib
-    if shape.tag == "box":
-        x1, y1, x2, y2 = (to_float(a.get(k), k, path, where) for k in ("xtl", "ytl", "xbr", "ybr"))
-        rotation = to_float(a.get("rotation", 0), "rotation", path, where)
-        return rotated_rect_bbox(x1, y1, x2, y2, rotation)
-    if shape.tag == "polygon":
-        return bbox_of_points(_parse_points(a.get("points"), path, where))
-    if shape.tag == "ellipse":
-        cx, cy, rx, ry = (to_float(a.get(k), k, path, where) for k in ("cx", "cy", "rx", "ry"))
-        rad = math.radians(to_float(a.get("rotation", 0), "rotation", path, where))
-        ex = math.hypot(rx * math.cos(rad), ry * math.sin(rad))
-        ey = math.hypot(rx * math.sin(rad), ry * math.cos(rad))
-        return cx - ex, cy - ey, cx + ex, cy + ey
-    return None
+def _points(node: ET.Element, kind: str, path: Path, where: str) -> list[float]:
+    a = node.attrib
+    number = lambda key: to_float(a.get(key), key, path, where)  # noqa: E731
+    if kind == "rectangle":
+        return [number(k) for k in ("xtl", "ytl", "xbr", "ybr")]
+    if kind == "ellipse":
+        cx, cy, rx, ry = (number(k) for k in ("cx", "cy", "rx", "ry"))
+        return [cx, cy, cx + rx, cy - ry]
+    if kind == "mask":
+        left, top, width, height = (number(k) for k in ("left", "top", "width", "height"))
+        rle = [to_float(v, "rle", path, where) for v in (a.get("rle") or "").split(",") if v.strip()]
+        return rle + [left, top, left + width - 1, top + height - 1]
+    return _flat_points(a.get("points"), path, where)
 
 
-def parse_cvat(path: Path, root: ET.Element) -> ParsedFile:
-    """Parse a CVAT for images 1.1 export (root ``<annotations>``)."""
+def _shape(node: ET.Element, path: Path, where: str) -> Shape:
+    a = node.attrib
+    kind = KINDS.get(node.tag, node.tag)
+    label = a.get("label") or ""
+    if not label and node.tag in KINDS:
+        raise SourceError(f"{path}: {where}: <{node.tag}> has no label")
+    points = _points(node, kind, path, where) if node.tag in KINDS else []
+    attributes = {attr.get("name", ""): attr.text or "" for attr in node.iterfind("attribute") if attr.get("name")}
+    return Shape(kind=kind, points=points, label=label,
+                 rotation=to_float(a.get("rotation", 0), "rotation", path, where),
+                 occluded=a.get("occluded") == "1", source=a.get("source"), attributes=attributes,
+                 z_order=to_int_or_none(a.get("z_order")) or 0, group=to_int_or_none(a.get("group_id")) or 0)
+
+
+def parse_cvat(path: Path, root: ET.Element, images_dir: Path) -> Task:
+    """A parsed ``<annotations>`` document as a task whose images live under ``images_dir``."""
     if root.find("track") is not None:
         raise SourceError(f"{path}: this is a 'CVAT for video' export (<track> elements); "
                           f"export the task as 'CVAT for images 1.1' instead")
-    task = _task_name(root) or path.stem
-    ignored: Counter[str] = Counter()
-    images: list[ParsedImage] = []
+    frames: list[Frame] = []
     for image in root.iterfind("image"):
         name = image.get("name")
         if not name:
             raise SourceError(f"{path}: <image id={image.get('id')!r}> has no name attribute")
         where = f"image {name!r}"
-        parsed = ParsedImage(name=name, frame=to_int_or_none(image.get("id")),
-                             width=to_int_or_none(image.get("width")),
-                             height=to_int_or_none(image.get("height")))
-        for shape in image:
-            if shape.tag in _NOT_SHAPES:
-                continue
-            box = _shape_box(shape, path, where)
-            if box is None:
-                ignored[shape.tag] += 1
-                continue
-            label = shape.get("label")
-            if not label:
-                raise SourceError(f"{path}: {where}: <{shape.tag}> has no label")
-            parsed.boxes.append(ParsedBox(*box, label=label, occluded=shape.get("occluded") == "1"))
-        images.append(parsed)
-    return ParsedFile(path=path, format="cvat", task=task, images=images, ignored=ignored,
-                      labels=_meta_labels(root))
+        frames.append(Frame(name=name, frame=to_int_or_none(image.get("id")), width=to_int_or_none(image.get("width")),
+                            height=to_int_or_none(image.get("height")),
+                            shapes=[_shape(node, path, where) for node in image if node.tag not in _NOT_SHAPES]))
+    labels = [node.text.strip() for node in root.iterfind("meta/*/labels/label/name") if node.text and node.text.strip()]
+    return Task(name=_task_name(root) or path.stem, frames=frames, root=images_dir, origin=str(path), format="cvat",
+                labels=labels)
 
 
 @dataclass
