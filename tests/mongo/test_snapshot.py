@@ -166,7 +166,7 @@ def test_server_down_is_a_clear_cli_error(original, tmp_path, capsys, monkeypatc
     settings.write_text(json.dumps({"variants": ["resnet18"], "data": {"mongo": {
         "host": "127.0.0.1", "port": free_port(), "timeout_s": 0.2, "retries": 1}}}))
     code = obdb(["db", "import", str(original), "-f", str(settings), "--progress", "false"])
-    assert code == 2
+    assert code == 3  # unreachable after retries (obdb.errors)
     assert "is not reachable after 2 attempt(s)" in capsys.readouterr().err
 
 
