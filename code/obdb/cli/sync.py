@@ -61,7 +61,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb sync") -> int:
         try:
             db = connect_mongo(mongo)
             try:
-                ensure_indexes(db)
                 creds = CvatCredentials.from_env(os.environ, url=cvat_settings.url)
                 allow = args.allow_version_mismatch or cvat_settings.allow_version_mismatch
                 with connect(creds, allow_version_mismatch=allow, retries=cvat_settings.retries) as session:
@@ -71,7 +70,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb sync") -> int:
                         print("\n".join(plan.lines() or ["  nothing to change"]))
                         print(f"dry run: would add {len(plan.add)}, update {len(plan.update)}, delete "
                               f"{len(plan.delete)}; {len(plan.unchanged)} unchanged, {len(plan.foreign)} left alone")
-                        return EXIT_OK
+                        return EXIT_OK  # before any write: a dry run leaves the database as it was
+                    ensure_indexes(db)
                     summary = sync.apply_sync(session, db, plan, progress=args.progress)
             finally:
                 db.client.close()

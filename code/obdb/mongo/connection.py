@@ -195,6 +195,3 @@ def ensure_indexes(db: Database) -> None:
     # readers ask for one task's committed shapes (task_name + batch) in frame order
     db.annotation_data.create_index([("task_name", pymongo.ASCENDING), ("obdb_batch", pymongo.ASCENDING),
                                      ("frame", pymongo.ASCENDING)], name="task_name_batch_frame")
-    # the reader asks for one task's view parts (task_name + batch); writers delete them the same way
-    db.task_frames.create_index([("task_name", pymongo.ASCENDING), ("obdb_batch", pymongo.ASCENDING),
-                                 ("part", pymongo.ASCENDING)], name="task_name_batch_part")

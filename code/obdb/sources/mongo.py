@@ -2,28 +2,12 @@
 an :class:`~obdb.records.AnnotationSet` that equals what the local-file source makes of the same
 annotations exported as files.
 
-Each task is read in a handful of queries (its ``meta`` document, then its shapes grouped by
-frame), never one query per frame: that loop is what made the original loader take minutes per
-task. The grouped shapes come from one of two places, both giving one ``{_id: frame, s: [shape,
-...]}`` document per frame with only the fields the conversion reads, under one-letter names
-(about ten times fewer, smaller documents than whole shapes, which is most of the client's cost):
+Each task is read in two queries (its ``meta`` document, then one aggregation grouping its shapes
+by frame on the server, see :func:`obdb.mongo.layout.read_task_frames`), never one query per frame:
+that loop is what made the original loader take minutes per task. All MongoDB I/O is in
+:mod:`obdb.mongo`; this module only converts what it reads.
 
-* the task's **read view** (``task_frames``, see :mod:`obdb.mongo.layout`), written by obdb's own
-  writer when the task was written: one ``find`` returns the whole task in a few documents, and
-  the server groups nothing. Used for a task whose ``tasks`` document has a batch, when its view
-  parts are complete and hold as many shapes as a count of the task's committed
-  ``annotation_data`` documents finds: a guard against shapes added or removed by hand, which a
-  real ``mongod`` answers from the index but SecantusDB (the tests' server) only by fetching every
-  shape, at about two thirds of what the aggregation costs it (docs/benchmarks.md);
-* otherwise an **aggregation** (:func:`frames_pipeline`) that groups the shapes on the server: for
-  tasks imported from the original system's exports (no batch: their shapes were not written by
-  us, so we cannot know when a view would be stale), for tasks written by an older obdb (no view
-  yet; the task's next write adds it, and ``obdb sync --full`` writes the views of unchanged
-  tasks), and when the guard fails. It uses only ``$match`` on the ``(task_name, obdb_batch,
-  frame)`` index and ``$group``/``$push``, which every MongoDB server has, and costs the server CPU
-  for every shape on every read.
-
-Both give the same :class:`~obdb.sources.formats.ParsedFile`. It is the format-neutral parse result
+The result is a :class:`~obdb.sources.formats.ParsedFile`: the format-neutral parse result
 the file parsers produce, and the images are found, checked and turned into records by the local
 source's helpers, so missing images, label maps, group regexes, clipping and empty frames follow
 one set of rules whatever the source.
@@ -32,25 +16,22 @@ Shapes: ``rectangle`` points are ``[xtl, ytl, xbr, ybr]``; ``polygon`` and ``poi
 bounding box (or are skipped with ``data.mongo.polygons = "skip"``); other types are counted and
 ignored. A frame whose every shape was skipped or ignored is left out rather than kept as a
 negative: it shows objects, just not ones we train on. Within a frame, boxes keep the order they
-were annotated in (``_id`` order, as :func:`obdb.mongo.layout.shape_order` sorts).
+were annotated in (``_id`` order).
 """
 from __future__ import annotations
 
 import logging
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bson import ObjectId
-from pymongo.database import Database
-from pymongo.errors import PyMongoError
 from tqdm.auto import tqdm
 
-from obdb.mongo.connection import MongoConfigError, MongoUnavailable, connect, ensure_indexes
-from obdb.mongo.layout import (BATCH, SHAPE_FIELDS, VIEW, StoredTask, TaskInterrupted, TaskNotFound, committed_meta,
-                               find_tasks, view_shapes)
+from obdb.errors import ServiceUnavailable, UserError
+from obdb.mongo.layout import SHAPE_FIELDS, TaskFrames, id_order
+from obdb.mongo.read import read_tasks
 from obdb.records import AnnotationSet
 from obdb.settings.schema import MongoSettings, Settings
 from obdb.sources.base import SourceError
@@ -71,96 +52,9 @@ class _Counts:
     frames_left_out: int = 0
 
 
-#: The one-letter names of the fields the conversion reads (:data:`obdb.mongo.layout.SHAPE_FIELDS`,
-#: the names the view and the aggregation give them).
+#: The one-letter names of the fields the conversion reads (:data:`obdb.mongo.layout.SHAPE_FIELDS`).
 _ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT = SHAPE_FIELDS
 Shape = dict[str, Any]
-
-#: Documents per reply: as many of a task's frame groups (or view parts) as fit in a 16 MiB reply
-#: (usually all of them, so one round trip), instead of the driver's first batch of 101 and a
-#: getMore for the rest.
-_BATCH_SIZE = 100_000
-
-
-def frames_pipeline(name: str, batch: str | None) -> list[dict[str, Any]]:
-    """Aggregation giving one document ``{_id: frame, s: [shape, ...]}`` per frame of one task's
-    committed write (each shape with the :data:`SHAPE_FIELDS` it has, in no particular order): the
-    groups :func:`obdb.mongo.layout.frame_groups` writes into the view.
-
-    The server holds a task's shapes in memory while grouping; past about 200 000 shapes that is
-    more than the 100 MiB a ``$group`` may use, which servers before 6.0 only allow with
-    ``allowDiskUse`` (see :func:`read_task_frames`)."""
-    return [{"$match": {"task_name": name, BATCH: batch}},
-            {"$group": {"_id": "$frame", "s": {"$push": {short: f"${long}" for short, long in SHAPE_FIELDS.items()}}}}]
-
-
-@dataclass
-class TaskFrames:
-    """One task as committed: its ``tasks`` document, ``meta.frames``, and its shapes grouped by
-    frame as :func:`frames_pipeline` returns them."""
-
-    doc: dict[str, Any]
-    frames: list[dict[str, Any]]
-    groups: list[dict[str, Any]]
-
-    @property
-    def name(self) -> str:
-        return self.doc["name"]
-
-
-def read_task_frames(db: Database, doc: dict[str, Any], *, view: bool = True) -> TaskFrames:
-    """Frames and shapes of one task (a ``tasks`` document from :func:`~obdb.mongo.layout.find_tasks`)
-    with the interrupted-write check of :func:`~obdb.mongo.layout.committed_meta`: the ``meta`` document,
-    then the task's view (:func:`read_view`) or, where that cannot be used or ``view`` is False,
-    the :func:`frames_pipeline` aggregation. Either way the groups convert to the same parse."""
-    name = doc["name"]
-    batch = doc.get(BATCH)
-    meta = committed_meta(db, doc)
-    groups = read_view(db, name, batch) if view else None
-    if groups is None:
-        groups = list(db.annotation_data.aggregate(frames_pipeline(name, batch), batchSize=_BATCH_SIZE,
-                                                   allowDiskUse=True))
-    return TaskFrames(doc=doc, frames=list(meta.get("frames") or []), groups=groups)
-
-
-def read_view(db: Database, name: str, batch: Any, *, check_count: bool = True) -> list[dict[str, Any]] | None:
-    """The frame groups of task ``name``'s committed write ``batch`` from its ``task_frames`` view, or
-    None (logged) when the task has no batch (not written by obdb), its view is missing or
-    incomplete, or the view's shape count differs from the shapes stored under that batch (someone
-    added or removed shapes by hand): then only the aggregation tells the truth.
-
-    The count is one ``count_documents`` on the ``(task_name, obdb_batch, frame)`` index. A real
-    ``mongod`` can answer it from the index; SecantusDB fetches every shape document for it, which is
-    most of the view read's server time there (docs/benchmarks.md). ``check_count=False`` trusts the
-    view without it (benchmarks use it to show that cost; the source always checks)."""
-    if not isinstance(batch, str):
-        logger.debug("task %r: not written by obdb (no %s), reading it with the aggregation", name, BATCH)
-        return None
-    query = {"task_name": name, BATCH: batch}
-    parts = list(db[VIEW].find(query, batch_size=_BATCH_SIZE))
-    expected = view_shapes(parts)
-    if expected is None:
-        logger.debug("task %r: %s", name, "its view is incomplete" if parts else "no view (written by an older obdb or "
-                     "imported, or the view was dropped; the task's next write, e.g. by obdb sync --full, adds it)")
-        return None
-    stored = db.annotation_data.count_documents(query) if check_count else expected
-    if stored != expected:
-        logger.info("task %r: its view holds %d shapes but %d are stored (changed by hand?); reading it with "
-                    "the aggregation", name, expected, stored)
-        return None
-    parts.sort(key=lambda part: part["part"])
-    return [group for part in parts for group in part.get("groups") or []]
-
-
-def task_to_parsed(stored: StoredTask, database: str, polygons: str, counts: _Counts) -> ParsedFile:
-    """:func:`frames_to_parsed` for shapes read as whole documents (e.g. by
-    :func:`~obdb.mongo.layout.read_task`): the same conversion whatever query fetched them."""
-    groups: dict[int, list[Shape]] = defaultdict(list)
-    for doc in stored.shapes:
-        shape = {short: doc[long] for short, long in SHAPE_FIELDS.items() if long in doc}
-        groups[_whole_frame(doc.get("frame"), stored.name, [shape])].append(shape)
-    return frames_to_parsed(TaskFrames(stored.doc, stored.frames, [{"_id": f, "s": s} for f, s in groups.items()]),
-                            database, polygons, counts)
 
 
 def frames_to_parsed(task: TaskFrames, database: str, polygons: str, counts: _Counts) -> ParsedFile:
@@ -205,9 +99,8 @@ def frames_to_parsed(task: TaskFrames, database: str, polygons: str, counts: _Co
 
 
 def _id_order(shape: Shape) -> tuple[int, Any]:
-    """Annotation order within a frame: the ``_id`` part of :func:`obdb.mongo.layout.shape_order`."""
-    ident = shape.get(_ID)
-    return (0, ident.binary) if isinstance(ident, ObjectId) else (1, str(ident))
+    """Annotation order within a frame: ``_id`` order (:func:`obdb.mongo.layout.id_order`)."""
+    return id_order(shape.get(_ID))
 
 
 def _whole_frame(frame: Any, task: str, shapes: list[Shape]) -> int:
@@ -324,38 +217,11 @@ class MongoSource:
 
     def _read(self) -> tuple[list[ParsedFile], _Counts]:
         try:
-            db = connect(self.mongo)
-        except (MongoUnavailable, MongoConfigError) as err:
-            raise SourceError(str(err)) from None
-        try:
-            return self._read_tasks(db)
-        except PyMongoError as err:  # the server went away or refused a query half-way (the driver retried once)
-            hosts = ",".join(f"{host}:{port}" for host, port in db.client.topology_description.server_descriptions())
-            raise SourceError(f"MongoDB at {hosts} failed while reading database {db.name!r}: "
-                              f"{str(err).split(', Timeout:')[0]}. Rerun when the server answers again") from None
-        finally:
-            db.client.close()
-
-    def _read_tasks(self, db: Database) -> tuple[list[ParsedFile], _Counts]:
-        try:
-            ensure_indexes(db)
-        except Exception as err:  # noqa: BLE001 - a read-only user may not create indexes; reading still works
-            logger.warning("could not create the MongoDB indexes (%s); reading without them", err)
-        try:
-            # by name, as the local source orders its files: records do not depend on list order
-            names = sorted(set(self.tasks or db.tasks.distinct("name")))
-            docs = find_tasks(db, names)
-        except TaskNotFound as err:
-            raise SourceError(str(err)) from None
+            stored = read_tasks(self.mongo, self.tasks, progress=self.progress)
+        except (UserError, ServiceUnavailable) as err:
+            raise SourceError(str(err)) from err
         counts = _Counts()
-        parsed: list[ParsedFile] = []
-        for doc in tqdm(docs, desc="reading MongoDB tasks", unit="task", disable=not self.progress):
-            try:
-                stored = read_task_frames(db, doc)
-            except TaskInterrupted as err:
-                raise SourceError(str(err)) from None
-            parsed.append(frames_to_parsed(stored, db.name, self.mongo.polygons, counts))
-        return parsed, counts
+        return [frames_to_parsed(task, stored.database, self.mongo.polygons, counts) for task in stored.tasks], counts
 
     def _log_shapes(self, counts: _Counts) -> None:
         if counts.as_bbox:
