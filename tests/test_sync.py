@@ -8,7 +8,8 @@ from pathlib import Path
 import bson
 import pytest
 
-from obdb import cvat, sync
+from obdb import cvat
+from obdb.mongo import sync
 from obdb.cli.main import main as obdb_main
 from obdb.mongo.layout import write_task
 

@@ -138,7 +138,7 @@ def store_in_mongo(settings: Settings, model_path: Path, split: str, result: dic
                    records: Sequence[ImageRecord], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per-box rows to the run's MongoDB (``evaluation_results``), replacing this model's earlier
     results for the same split."""
-    from .evaluation.store import store_box_results
+    from .mongo.results import store_box_results
     from .mongo.connection import MongoConfigError, MongoUnavailable, connect
 
     try:

@@ -12,12 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from ..cvat.connection import CvatSession
+from ..cvat import AnnotateError, CvatSession, NamedShape, RunOptions, TaskPlan, finish, named_shape, plan_for_files
 from ..records import ImageRecord
-from .errors import AnnotateError
-from .plan import TaskPlan
-from .push import RunOptions, finish, plan_for_files
-from .shapes import NamedShape, named_shape
 from .xml_tasks import XmlTask, read_xml_task
 
 log = logging.getLogger(__name__)

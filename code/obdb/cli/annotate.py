@@ -140,7 +140,7 @@ def _function(args: argparse.Namespace) -> Any:
 
 def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
     """Records and label list for ``upload-gt``."""
-    from ..annotate.errors import AnnotateError
+    from ..cvat import AnnotateError
 
     if args.overrides and not args.settings:
         # without -f nothing would read them, and "--allow-version-mismatch False" lands here
@@ -180,7 +180,7 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
 
 def run_mode(args: argparse.Namespace) -> list[Any]:
     from ..annotate import modes, uploads
-    from ..annotate.push import RunOptions
+    from ..cvat import RunOptions
     from ..annotate.xml_tasks import xml_files
     from ..cvat.connection import CvatCredentials, connect
 
@@ -212,8 +212,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "auto_annotate.py") -> i
     setup_logging(args.log_level)
 
     def body() -> int:
-        from ..annotate.errors import AnnotateError
-        from ..annotate.plan import format_plans
+        from ..cvat import AnnotateError, format_plans
         from ..cvat.connection import CvatError
         from ..fileio import write_json
         from ..outputs import now

@@ -1,4 +1,4 @@
-"""``obdb sync``: pull CVAT tasks into the MongoDB annotations database (see ``obdb.sync``).
+"""``obdb sync``: pull CVAT tasks into the MongoDB annotations database (see ``obdb.mongo.sync``).
 
 CVAT credentials come from the environment (``CVAT_URL``, ``CVAT_USERNAME`` with ``CVAT_PASSWORD``
 or ``CVAT_PASSWORD_FILE``, or ``CVAT_ACCESS_TOKEN``). The database is the settings file's
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb sync") -> int:
     setup_logging(args.log_level)
 
     def body() -> int:
-        from .. import sync
+        from ..mongo import sync
         from ..cvat import CvatCredentials, CvatError, connect
         from ..mongo.connection import MongoConfigError, MongoUnavailable
         from ..mongo.connection import connect as connect_mongo
