@@ -292,7 +292,7 @@ def test_mongodb_stopped_mid_read_is_a_clear_error_and_a_rerun_succeeds(data: Pa
 
 def test_mongodb_restarted_mid_read_is_ridden_out(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server back within ``data.mongo.timeout_s`` costs the read nothing: the driver retries it."""
-    from obdb.pipeline import load_annotations
+    from obdb.prepare import load_annotations
     from obdb.settings import load_settings
 
     monkeypatch.delenv("MONGODB_URI", raising=False)

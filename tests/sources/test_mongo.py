@@ -16,7 +16,7 @@ from PIL import Image
 
 from obdb.mongo.layout import BATCH, find_tasks, read_task_frames, write_task
 from obdb.mongo.snapshot import import_snapshot, snapshot_files
-from obdb.pipeline import load_annotations
+from obdb.prepare import load_annotations
 from obdb.records import ImageRecord
 from obdb.settings import load_settings
 from obdb.sources.base import SourceError
@@ -212,6 +212,7 @@ def test_missing_image_is_skipped_with_reason(field, mongo_db, mongo_settings, t
     assert [r.frame for r in loaded.records] == [0]
     assert len(loaded.skipped) == 1 and "image file not found" in loaded.skipped[0].reason
     assert loaded.skipped[0].path == str(field / "fielddata/gone/frame.png")
+    assert loaded.skipped[0].boxes == 1  # the box on the missing image is counted, not lost silently
 
 
 def test_malformed_shape_names_task_and_document(field, mongo_db, mongo_settings, tmp_path) -> None:

@@ -156,21 +156,21 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
         return loaded.records, labels
     if not args.settings:
         raise AnnotateError("give -f SETTINGS (its data source, optionally --split) or --annotations FILES --images DIR")
-    from .. import pipeline
+    from ..prepare import choose_class_map, keep_class_map, load_annotations, require_records
     from ..records import records_by_split
     from ..settings import load_settings
     from ..split import SplitManifest, split_for_run
 
     settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
-    annotations = pipeline.load_annotations(settings, args.progress)
-    pipeline.require_records(annotations)
-    class_map = pipeline.choose_class_map(settings, annotations)
-    records = annotations.records
+    annotations = load_annotations(settings, args.progress)
+    require_records(annotations)
+    class_map = choose_class_map(settings, annotations)
+    records = keep_class_map(annotations, class_map).records
     if args.split != "all":
         if args.split_manifest:
             manifest = SplitManifest.load(args.split_manifest)
         else:  # the runner's own split (same settings → same content-addressed manifest)
-            manifest = split_for_run(records, settings, save_dir=pipeline.run_paths(settings).save_dir,
+            manifest = split_for_run(records, settings, save_dir=Path(settings.save_dir),
                                      progress=args.progress, report=False).manifest
         records = records_by_split(records, manifest.assignment, args.split)
         if not records:

@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "torch_model_runner.py")
         variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
         if args.check:
             pipeline.check_run(settings, variants or settings.variants)
-            annotations = pipeline.load_annotations(settings, args.progress)
+            from ..prepare import load_annotations
+
+            annotations = load_annotations(settings, args.progress)
             print(f"settings OK: {len(settings.variants)} variant(s), {len(annotations.records)} usable image(s), "
                   f"{len(annotations.skipped)} skipped")
             return EXIT_OK

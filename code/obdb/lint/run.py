@@ -77,7 +77,8 @@ def lint(records: Sequence[ImageRecord], class_map: ClassMap | None, settings: L
     kept, found, unknown = unknown_labels(kept, class_map)
     issues += found
     report = build_report(records, kept, issues, settings=settings, class_map=class_map, unknown_labels=unknown,
-                          source_dropped_boxes=source_dropped_boxes)
+                          source_dropped_boxes=source_dropped_boxes,
+                          source_skipped_boxes=sum(s.boxes for s in skipped))
     return LintResult(kept, issues, report)
 
 
@@ -104,15 +105,14 @@ def lint_annotations(annotations: AnnotationSet, settings: Settings, *, out_dir:
 
 def lint_for_run(annotations: AnnotationSet, settings: Settings, *, save_dir: Path,
                  progress: bool = True) -> LintResult | None:
-    """The pipeline stage: lint (unless ``lint.enabled`` is off), report under
-    ``<save_dir>/lint/``, and replace ``annotations.records`` by the usable records.
+    """The pipeline stage: lint (unless ``lint.enabled`` is off) and report under
+    ``<save_dir>/lint/``; the usable records are ``result.records`` (``annotations`` is not changed).
 
     Raises :class:`LintError` (after writing the report) when no image is left."""
     if not settings.lint.enabled:
         log.info("lint is off (lint.enabled: false): images and boxes are used as loaded")
         return None
     result = lint_annotations(annotations, settings, out_dir=Path(save_dir) / "lint", progress=progress)
-    annotations.records = result.records
     if not result.records:
         raise LintError(result.nothing_left())
     return result

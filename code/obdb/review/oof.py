@@ -20,7 +20,8 @@ import numpy as np
 from ..dataset import DetectionDataset, make_loader
 from ..evaluation import predict
 from ..fileio import read_json, write_json
-from ..pipeline import fit_config, fixed_params, model_spec, run_paths
+from ..pipeline import fixed_params, run_paths
+from ..training.config import fit_config, model_spec
 from ..records import ClassMap, ImageRecord, stable_hash
 from ..settings import Settings
 from ..training.fit import FitData, fit

@@ -217,5 +217,5 @@ class CvatSource:
                 if path.is_file():
                     collector.add(task, image, path)
                 else:
-                    collector.skip(path, "frame missing from the CVAT cache")
+                    collector.skip(path, "frame missing from the CVAT cache", len(image.boxes))
         return collector.finish(len(parsed))

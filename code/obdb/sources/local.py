@@ -148,16 +148,16 @@ class RecordCollector:
         self.records: list[ImageRecord] = []
         self.skipped: list[SkippedImage] = []
 
-    def skip(self, path: Path | str, reason: str) -> None:
-        self.skipped.append(SkippedImage(str(path), reason))
+    def skip(self, path: Path | str, reason: str, boxes: int = 0) -> None:
+        self.skipped.append(SkippedImage(str(path), reason, boxes))
 
-    def missing(self, tried: list[Path]) -> None:
-        self.skip(tried[0], "image file not found (tried " + ", ".join(str(t) for t in tried) + ")")
+    def missing(self, tried: list[Path], boxes: int = 0) -> None:
+        self.skip(tried[0], "image file not found (tried " + ", ".join(str(t) for t in tried) + ")", boxes)
 
     def add(self, parsed: ParsedFile, image: ParsedImage, path: Path) -> None:
         size = probe_image(path)
         if isinstance(size, str):
-            self.skip(path, size)
+            self.skip(path, size, len(image.boxes))
             return
         record = _build_record(parsed, image, path, size, self.label_map, self.regex, self.stats)
         if not len(record.boxes) and not self.keep_empty:
@@ -226,7 +226,7 @@ def load_local(annotations: list[Path] | Path, *, images_dir: Path, tasks: list[
                 owner[image_id] = parsed.path
                 path, tried = resolve_image(images_dir, image.name)
                 if path is None:
-                    collector.missing(tried)
+                    collector.missing(tried, len(image.boxes))
                 else:
                     collector.add(parsed, image, path)
     return collector.finish(len(parsed_files))

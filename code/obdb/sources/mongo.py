@@ -208,7 +208,7 @@ class MongoSource:
                     seen.add(image.name)
                     path, tried = resolve_image(self.images_dir, image.name)
                     if path is None:
-                        collector.missing(tried)
+                        collector.missing(tried, len(image.boxes))
                     else:
                         collector.add(task, image, path)
         loaded = collector.finish(len(parsed))

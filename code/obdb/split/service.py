@@ -43,9 +43,10 @@ def feature_cache_dir(settings: Settings) -> Path:
 
 
 def split_for_run(records: Sequence[ImageRecord], settings: Settings, *, save_dir: Path, progress: bool = True,
-                  report: bool | None = None, log_summary: bool = True) -> SplitOutcome:
-    """Make the split the settings ask for, save its manifest and (``report``; default: for
-    ``tsne`` only) its report. Returns what was written."""
+                  report: bool | None = None, log_summary: bool = True, save: bool = True) -> SplitOutcome:
+    """Make the split the settings ask for, save its manifest (unless ``save`` is off: scoring
+    recomputing a lost split) and (``report``; default: for ``tsne`` only) its report. Returns what
+    was written."""
     from .report import build_report, summary_lines, write_report
     from .tsne import analyse, tsne_split
 
@@ -65,7 +66,7 @@ def split_for_run(records: Sequence[ImageRecord], settings: Settings, *, save_di
         manifest = make_split(records, cfg.method, val_fraction=cfg.val_fraction, seed=seed,
                               file=Path(cfg.file) if cfg.file else None)
     splits_dir = Path(save_dir) / "splits"
-    outcome = SplitOutcome(manifest, manifest.save(splits_dir))
+    outcome = SplitOutcome(manifest, manifest.save(splits_dir) if save else splits_dir / f"{manifest.hash}.json")
     if want_report:
         assert analysis is not None
         outcome.report = build_report(records, manifest, analysis, options, seed=seed)
