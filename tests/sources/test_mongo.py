@@ -226,7 +226,7 @@ def test_server_down_is_a_clear_error(field, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("MONGODB_URI", raising=False)  # it would win over the settings file
     port = free_port()
     block = {"source": "mongo", "images_dir": str(field),
-             "mongo": {"host": "127.0.0.1", "port": port, "timeout_s": 0.2, "retries": 1}}
+             "mongo": {"host": "127.0.0.1", "port": port, "timeout_s": 1.2, "retries": 1}}
     settings = settings_for(field, tmp_path, block, annotations_list=["t"])
     with pytest.raises(SourceError, match=f"MongoDB at 127.0.0.1:{port} is not reachable after 2 attempt"):
         load_annotations(settings, progress=False)
