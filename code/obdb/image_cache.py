@@ -61,7 +61,7 @@ def decode_rgb(path: Path) -> Tensor:
     """Decode an image file to a uint8 ``3×H×W`` RGB tensor.
 
     ``torchvision.io.decode_image`` (libjpeg-turbo / libpng, no PIL round trip) is tried first
-    because it is markedly faster (~1.7× on a 1080p JPEG); formats it cannot read (TIFF, ...)
+    because it is markedly faster than PIL; formats it cannot read (TIFF, ...)
     fall back to PIL. EXIF orientation is *not* applied by either
     path, so pixels match what annotation tools that ignore EXIF showed.
 

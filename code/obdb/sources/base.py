@@ -1,7 +1,7 @@
 """What every annotation source has in common.
 
-A *source* turns some store of annotations (local export files today; MongoDB or a CVAT server
-later) into an :class:`~obdb.records.AnnotationSet`. Everything downstream (splitting, training,
+A *source* turns some store of annotations (local export files, MongoDB, a CVAT server) into an
+:class:`~obdb.records.AnnotationSet`. Everything downstream (splitting, training,
 evaluation) only sees that set, so a new source only has to implement :class:`Source`.
 
 Sources know nothing of torch: numpy, PIL and the standard library only, so they can be used in
