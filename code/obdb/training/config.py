@@ -37,7 +37,10 @@ def image_cache_dir(settings: Settings) -> Path:
 
 
 def fit_data(settings: Settings, train: Sequence[ImageRecord], val: Sequence[ImageRecord], class_map: ClassMap,
-             progress: bool) -> FitData:
-    """Train and validation records with the settings' augmentation and image cache."""
+             progress: bool, *, shared_cache: bool = True) -> FitData:
+    """Train and validation records with the settings' augmentation and image cache: shared on disk
+    (:func:`image_cache_dir`) or, without ``shared_cache`` (review folds, each on other images),
+    in memory."""
     return FitData(train, val, class_map, hflip=settings.train.hflip, photometric=settings.train.photometric,
-                   cache_images=settings.train.cache_images, cache_dir=image_cache_dir(settings), progress=progress)
+                   cache_images=settings.train.cache_images,
+                   cache_dir=image_cache_dir(settings) if shared_cache else None, progress=progress)
