@@ -85,18 +85,21 @@ def keep_class_map(annotations: AnnotationSet, class_map: ClassMap) -> Annotatio
 
 def _lint(annotations: AnnotationSet, settings: Settings, save_dir: Path, write: bool,
           progress: bool) -> tuple[AnnotationSet, LintResult | None]:
-    """The runner's data set checks. ``write``: the report under ``<save_dir>/lint/`` and an error
-    when nothing is left; else only the usable records (scoring re-applies the run's checks)."""
+    """The runner's data set checks, an error when nothing is left. ``write``: the report (and the
+    image facts cache) under ``<save_dir>/lint/``; else nothing is written (scoring re-applies the
+    run's checks)."""
     try:
         if write:
             result = lint_for_run(annotations, settings, save_dir=save_dir, progress=progress)
         elif settings.lint.enabled:
             result = lint(annotations.records, settings_class_map(settings), settings.lint,
                           skipped=annotations.skipped, source_dropped_boxes=annotations.dropped_boxes,
-                          cache_file=save_dir / "lint" / "image_facts.json", progress=progress)
+                          progress=progress)
             if len(result.records) != len(annotations.records):
                 log.info("data set checks left out %d image(s), as in the run",
                          len(annotations.records) - len(result.records))
+            if not result.records:
+                raise LintError(result.nothing_left())
         else:
             result = None
     except LintError as err:
@@ -112,8 +115,8 @@ def prepare(settings: Settings, *, progress: bool = True, save_dir: Path | None 
     class map (``class_map``: a model's own) and drop the boxes outside it, then split.
 
     ``write``: the lint report and the split manifest (and report: ``split_report``, default for
-    ``tsne`` only) go under ``save_dir`` (default ``settings.save_dir``); without it nothing but
-    caches is written. ``manifest``: use this split (a model's) instead of making one; records it
+    ``tsne`` only) go under ``save_dir`` (default ``settings.save_dir``); without it neither is
+    written (a ``tsne`` split still caches its image features). ``manifest``: use this split (a model's) instead of making one; records it
     does not name are in neither side. ``require_boxes``: an error when no box is left (training)."""
     save_dir = Path(save_dir if save_dir is not None else settings.save_dir)
     annotations, linted = _lint(load_annotations(settings, progress), settings, save_dir, write, progress)
