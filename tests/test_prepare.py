@@ -35,7 +35,7 @@ def test_write_false_writes_no_report_and_makes_the_same_split(settings_file: Ca
     save_dir = Path(settings.save_dir)
     quiet = prepare(settings, progress=False, write=False)
     assert quiet.split is not None and quiet.split_file is None
-    assert not (save_dir / "splits").exists() and not (save_dir / "lint" / "report.json").exists()
+    assert not (save_dir / "splits").exists() and not (save_dir / "lint").exists()  # nothing written
     run = prepare(settings, progress=False)
     assert run.split is not None and run.split.hash == quiet.split.hash
     assert run.split_file == save_dir / "splits" / f"{run.split.hash}.json" and run.split_file.is_file()
