@@ -5,6 +5,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout without installing
 
+from obdb.cli.environment import require_environment  # noqa: E402
+
+require_environment("code/test_model.py")
+
 from obdb.cli.test_model import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def test_subcommand_reaches_the_runner(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_review_command_is_listed_and_parses(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
-    assert "review" in capsys.readouterr().err
+    assert "review" in capsys.readouterr().out  # help goes to stdout (obdb --help | less)
     with pytest.raises(SystemExit) as exit_info:
         main(["review", "--help"])
     assert exit_info.value.code == 0
@@ -41,7 +41,7 @@ def test_test_model_report_flags_are_documented(capsys: pytest.CaptureFixture[st
         main(["test", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--out", "--show-case", "--num-disp", "--iou", "--score-threshold", "--no-plots", "-o"):
+    for flag in ("-o DIR, --out DIR", "--show-case", "--num-disp", "--iou", "--score-threshold", "--no-plots", "--metrics-json"):
         assert flag in out, flag
 
 

@@ -21,6 +21,7 @@ from obdb.demo import (
     fetch_demo,
     load_demo,
     tile_blocks,
+    tile_sizes,
     tile_starts,
 )
 from obdb.sources.local import load_local
@@ -53,13 +54,16 @@ def _snapshot(out: Path) -> dict[str, int]:
 
 
 def test_tile_geometry() -> None:
-    assert tile_starts(400, 320) == [0, 80]
+    assert tile_starts(400, 320) == [0, 200]  # between one and two tiles: two halves, no overlap
+    assert tile_sizes(400, 320) == [200, 200] and tile_sizes(401, 320) == [200, 201]
+    assert tile_sizes(2299, 320) == [320] * 8 and tile_sizes(200, 320) == [200]
     assert tile_starts(640, 320) == [0, 320]
     assert tile_starts(2299, 320) == [0, 320, 640, 960, 1280, 1600, 1920, 1979]
     assert tile_starts(200, 320) == [0]
     assert tile_blocks(4) == [0, 0, 1, 1]
     assert tile_blocks(3) == [0, 0, 0]  # odd: the shifted-back last tile joins its neighbour's block
     assert tile_blocks(1) == [0]
+    assert tile_blocks(2, halves=True) == [0, 1]  # halves do not overlap: each is a region of its own
 
 
 def test_crop_keeps_boxes_with_at_least_half_inside() -> None:
@@ -80,7 +84,7 @@ def test_demo_build_layout_and_counts(built: tuple[Path, dict[str, Any]]) -> Non
     assert list(manifest["sources"]) == list(demo.DEMO_SOURCES)
     assert manifest["totals"]["source_boxes"] == SOURCE_BOXES
     tiles = sorted((out / "images").glob("*.png"))
-    assert len(tiles) == manifest["totals"]["tiles"] == 88  # 4 + 4 + 64 + 16 tiles of 320 px
+    assert len(tiles) == manifest["totals"]["tiles"] == 88  # 4 + 4 tiles of 200 px, 64 + 16 of 320 px
     for entry in manifest["sources"].values():
         assert all((out / f).is_file() for f in entry["files"])
         assert (out / entry["annotation"]).is_file()
@@ -104,15 +108,18 @@ def test_demo_build_layout_and_counts(built: tuple[Path, dict[str, Any]]) -> Non
     assert [r.path for r in again.records] == [r.path for r in result.records]
 
 
-def test_demo_groups_are_2x2_blocks(built: tuple[Path, dict[str, Any]]) -> None:
+def test_demo_groups_are_2x2_blocks_and_small_sources_are_regions(built: tuple[Path, dict[str, Any]]) -> None:
     out, _ = built
     result = load_demo(out, progress=False)
     groups: dict[str, list[str]] = {}
     for record in result.records:
         groups.setdefault(record.group, []).append(record.path.name)
-    assert len(groups) == 1 + 1 + 16 + 4
-    assert len(groups["OSBS_029_b0000"]) == 4
-    assert all(len(v) == 4 for v in groups.values())  # 8x8 and 4x4 grids split evenly
+    assert len(groups) == 4 + 4 + 16 + 4
+    assert [len(groups[f"SOAP_061_b{b}"]) for b in ("0000", "0001", "0100", "0101")] == [1, 1, 1, 1]
+    big = {g: v for g, v in groups.items() if g.startswith("2019_")}
+    assert len(big) == 20 and all(len(v) == 4 for v in big.values())  # 8x8 and 4x4 grids split evenly
+    sizes = {r.path.name: (r.width, r.height) for r in result.records if r.task == "SOAP_061"}
+    assert set(sizes.values()) == {(200, 200)}  # the four halves do not overlap: no pixel on both sides
     assert re.search(DEMO_GROUP_REGEX, "2019_YELL_2_528000_4978000_image_crop2_b0303_r07_c06.png").group(1) \
         == "2019_YELL_2_528000_4978000_image_crop2_b0303"
 
@@ -164,3 +171,24 @@ def test_corrupt_cached_wheel_is_an_error(tmp_path: Path) -> None:
     (tmp_path / ".cache" / DEMO_WHEEL).write_bytes(b"garbage")
     with pytest.raises(DemoError, match="sha256 mismatch"):
         fetch_demo(tmp_path, progress=False)
+
+
+def test_demo_split_holds_every_class_in_validation(built: tuple[Path, dict[str, Any]]) -> None:
+    """The demo settings' split puts every class on both sides, with no group and no overlapping
+    tile on both sides (Dead and Alive come from one 400 px source, cut into four regions)."""
+    import json
+
+    from obdb.split import make_split
+
+    settings = json.loads((REPO / "settings" / "demo.json").read_text())
+    out, _ = built
+    records = load_demo(out, progress=False).records
+    manifest = make_split(records, settings["split"]["method"], val_fraction=settings["split"]["val_fraction"],
+                          seed=settings["seed"], progress=False)
+    for side in ("train", "val"):
+        labels = {label for r in records if manifest.assignment[r.image_id] == side for label in r.labels}
+        assert labels == {"Tree", "Dead", "Alive"}, side
+    sides: dict[str, set[str]] = {}
+    for record in records:
+        sides.setdefault(record.group, set()).add(manifest.assignment[record.image_id])
+    assert all(len(s) == 1 for s in sides.values())

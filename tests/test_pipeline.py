@@ -34,7 +34,9 @@ def test_two_variants_search_then_final_training(settings_file, tmp_path: Path) 
         variants=["resnet18", "mobilenet_v3_large"],
         resnet18={"run_hpo": 1, "use_settings_file": 0, "optimal_hpo_settings": OPTIMAL},
         mobilenet_v3_large={"run_hpo": 1, "use_settings_file": 0},
-        search_epochs=2, max_num_trials=3, max_train_epochs=2)
+        search_epochs=2, max_num_trials=3, max_train_epochs=2,
+        train={"batch_size": 3, "eval_batch_size": 2, "workers": 0, "device": "cpu", "warmup_iters": 2,
+               "max_detections": 12})
     result = run_cli(RUNNER, "-f", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
     save_dir = tmp_path / "train"
@@ -85,11 +87,14 @@ def test_two_variants_search_then_final_training(settings_file, tmp_path: Path) 
 
     # test_model.py on the run's val split reproduces the final validation mAP
     scored = run_cli(TEST_MODEL, "-m", str(save_dir / "resnet18" / "model.pt"), "-f", str(path),
-                     "-o", str(tmp_path / "score.json"))
+                     "--metrics-json", str(tmp_path / "score.json"))
     assert scored.returncode == 0, scored.stderr[-3000:]
     score = json.loads((tmp_path / "score.json").read_text())
     final = json.loads((save_dir / "resnet18" / "metrics.json").read_text())
-    assert score["metrics"]["map"] == pytest.approx(final["val"]["map"], abs=1e-6)
+    # to the last digit: the same images, sizes, cache, eval batch and max detections (12, not 100)
+    assert score["max_detections"] == 12 and score["batch_size"] == 2
+    for key in ("map", "map50", "map75"):
+        assert score["metrics"][key] == final["val"][key], key
     assert set(score["metrics"]["per_class"]) == {"red", "blue"}
     assert "mAP50" in scored.stdout
 

@@ -23,14 +23,19 @@ Image names in the XML carry the ``images/`` prefix so the demo loads both with
 Tiling: tiles of ``tile_size`` px start at 0, tile, 2*tile, ...; the last row/column is *shifted
 back* to end at the image border (no padding, so every tile is a full-size real image, at the cost
 of the last tile overlapping its neighbour). An image side shorter than ``tile_size`` gives one
-tile of that side's length. A box is kept in a tile, clipped, if at least half of its area lies in
+tile of that side's length; a side between one and two tiles long is cut into two halves that do
+not overlap (the two 400 px sources give four 200 px tiles each). A box is kept in a tile, clipped, if at least half of its area lies in
 the tile (so a box can occur in two overlapping tiles, and a box cut into quarters by a tile corner
 can be lost; the manifest counts both).
 
-Groups: tiles are grouped in 2x2 blocks of tiles (``_b<BR><BC>``: block row/column, two digits
+Groups (regions): tiles are grouped in 2x2 blocks of tiles (``_b<BR><BC>``: block row/column, two digits
 each) so the split can keep neighbouring tiles together while still having many groups. The
 shifted-back last tile overlaps its neighbour, so when it would open a block of its own (odd
 tile count) it joins its neighbour's block instead: overlapping pixels never straddle a split.
+The four half tiles of a small source do not overlap, so each is a region of its own: the Dead /
+Alive boxes all come from one 400 px source, and as four regions the class-balanced ``tsne`` split
+of the demo settings can give validation a share of them (as one group they would all land on one
+side, and every demo report would show "-" for two of three classes).
 :data:`DEMO_GROUP_REGEX` extracts ``<stem>_b<BR><BC>`` from a tile name.
 """
 from __future__ import annotations
@@ -78,7 +83,7 @@ MANIFEST_NAME = "demo_manifest.json"
 IMAGES_SUBDIR = "images"
 ANNOTATIONS_SUBDIR = "annotations"
 CACHE_SUBDIR = ".cache"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: small sources cut into non-overlapping halves
 
 #: Group tiles by 2x2 tile block: ``OSBS_029_b0001_r01_c02.png`` -> ``OSBS_029_b0001``.
 #: The greedy ``.*`` backtracks to the *last* ``_b<digits>_r``, so stems containing ``_b`` are safe.
@@ -140,16 +145,31 @@ def obtain_wheel(cache_dir: Path, wheel: Path | None = None) -> Path:
 
 
 def tile_starts(length: int, tile: int) -> list[int]:
-    """Tile origins along one axis: 0, tile, 2*tile, ..., last one shifted back to end at the border."""
+    """Tile origins along one axis: 0, tile, 2*tile, ..., last one shifted back to end at the border.
+    A side between one and two tiles long is cut into two halves instead (see :func:`tile_spans`)."""
     if length <= tile:
         return [0]
+    if length < 2 * tile:
+        return [0, length // 2]
     n = -(-length // tile)
     return [i * tile for i in range(n - 1)] + [length - tile]
 
 
-def tile_blocks(n: int) -> list[int]:
+def tile_sizes(length: int, tile: int) -> list[int]:
+    """Tile lengths along one axis, matching :func:`tile_starts`."""
+    starts = tile_starts(length, tile)
+    if len(starts) == 2 and length < 2 * tile:  # two halves that do not overlap
+        return [starts[1], length - starts[1]]
+    return [min(tile, length)] * len(starts)
+
+
+def tile_blocks(n: int, halves: bool = False) -> list[int]:
     """2-tile block index along one axis; with an odd count the shifted-back last tile joins the
-    block of the tile it overlaps rather than forming a block of its own."""
+    block of the tile it overlaps rather than forming a block of its own. Two non-overlapping
+    halves (``halves``) are blocks of their own: a small source image then gives four regions
+    that the split may put on different sides, so its classes can reach validation too."""
+    if halves:
+        return list(range(n))
     blocks = [i // 2 for i in range(n)]
     if n > 1 and n % 2 == 1:
         blocks[-1] = blocks[-2]
@@ -197,7 +217,8 @@ def _tile_source(stem: str, image: Image.Image, boxes: np.ndarray, labels: list[
     """Write one source's tiles and CVAT XML; return its manifest entry."""
     w, h = image.size
     xs, ys = tile_starts(w, tile_size), tile_starts(h, tile_size)
-    bx, by = tile_blocks(len(xs)), tile_blocks(len(ys))
+    ws, hs = tile_sizes(w, tile_size), tile_sizes(h, tile_size)
+    bx, by = tile_blocks(len(xs), tile_size < w < 2 * tile_size), tile_blocks(len(ys), tile_size < h < 2 * tile_size)
     digits = max(2, len(str(max(bx + by))))
     cvat_images: list[CvatImage] = []
     files: list[str] = []
@@ -205,7 +226,7 @@ def _tile_source(stem: str, image: Image.Image, boxes: np.ndarray, labels: list[
     label_counts: dict[str, int] = {}
     for r, y0 in enumerate(ys):
         for c, x0 in enumerate(xs):
-            tw, th = min(tile_size, w), min(tile_size, h)
+            tw, th = ws[c], hs[r]
             name = f"{stem}_b{by[r]:0{digits}d}{bx[c]:0{digits}d}_r{r:02d}_c{c:02d}.png"
             crop = image.crop((x0, y0, x0 + tw, y0 + th))
             write_with(out_dir / IMAGES_SUBDIR / name, lambda tmp, im=crop: im.save(tmp, format="PNG"))

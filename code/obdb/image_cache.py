@@ -46,24 +46,27 @@ except ImportError:  # pragma: no cover - future torchvision without its own dec
     ImageReadMode = decode_image = None  # type: ignore[assignment,misc]
 
 from .fileio import read_json, write_json
+from .imageio import image_size, open_rgb
 from .records import ImageRecord
 
 log = logging.getLogger(__name__)
 
 FORMAT = "obdb-image-cache"
-#: bump when the resize rule or the file layout changes: old caches then get a new key
-VERSION = 1
+#: bump when the resize rule, the decoding or the file layout changes: old caches then get a new key
+#: (2: EXIF orientation applied, 16-bit images scaled instead of clipped)
+VERSION = 2
 PIXELS = "pixels.u8"
 INDEX = "index.json"
 
 
 def decode_rgb(path: Path) -> Tensor:
-    """Decode an image file to a uint8 ``3×H×W`` RGB tensor.
+    """Decode an image file to a uint8 ``3×H×W`` RGB tensor, as CVAT shows it (EXIF orientation
+    applied, high bit depths scaled: see :mod:`obdb.imageio`).
 
     ``torchvision.io.decode_image`` (libjpeg-turbo / libpng, no PIL round trip) is tried first
-    because it is markedly faster than PIL; formats it cannot read (TIFF, ...)
-    fall back to PIL. EXIF orientation is *not* applied by either
-    path, so pixels match what annotation tools that ignore EXIF showed.
+    for 8-bit files because it is markedly faster than PIL, with the EXIF orientation applied by
+    torchvision itself; anything it decodes to another depth (16-bit PNGs come back as uint16), and
+    formats it cannot read (TIFF, ...), go through :func:`obdb.imageio.open_rgb`.
 
     torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call; the
     pinned version still ships them, so that one warning is silenced here instead of flooding
@@ -81,16 +84,26 @@ def quiet_decoder_warning() -> None:
 def _decode(path: Path) -> Tensor:
     """:func:`decode_rgb` without touching the warning filters (``catch_warnings`` is not
     thread-safe: the cache builder sets the filter once around its decoding threads)."""
-    if decode_image is not None:
+    if decode_image is not None and _fast_format(path):
         try:
-            return decode_image(str(path), mode=ImageReadMode.RGB)
+            image = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
         except (RuntimeError, ValueError):
-            pass  # unsupported format: PIL below
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.array(image.convert("RGB"), dtype=np.uint8)
+            image = None  # unsupported format: PIL below
+        if image is not None and image.dtype == torch.uint8:
+            return image
+    array = np.array(open_rgb(path), dtype=np.uint8)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _fast_format(path: Path) -> bool:
+    """JPEG or PNG by content: the formats whose EXIF orientation torchvision applies like PIL
+    (it ignores WebP's, for one), so only they take the fast path."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def network_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -120,12 +133,29 @@ def resize_to(image: Tensor, size: tuple[int, int]) -> Tensor:
     return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def image_size_on_disk(path: Path) -> tuple[int, int]:
-    """``(height, width)`` from the file header only (no decode)."""
-    from PIL import Image
+def pad_thin(image: Tensor, max_size: int | None) -> Tensor:
+    """``image`` (``C×H×W``) padded with zeros at the bottom/right so the detector's own resize
+    cannot make a side 0 px.
 
-    with Image.open(path) as image:
-        width, height = image.size
+    torchvision's ``GeneralizedRCNNTransform`` scales the longer side to at most ``max_size`` and
+    floors the shorter one: a 5000×2 image (aspect ratio above ``max_size``:1) becomes 0 px high
+    and ``interpolate`` raises. Padding the short side to ``long / max_size`` (+1) keeps it at
+    >= 1 px; the pixels and box coordinates of the image itself are unchanged, so detections need
+    only be clipped to the original size. Images that are not that thin are returned as they are.
+    """
+    if not max_size:
+        return image
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    need = math.ceil(max(height, width) / max_size) + 1
+    if min(height, width) >= need:
+        return image
+    pad_bottom, pad_right = max(0, need - height), max(0, need - width)
+    return torch.nn.functional.pad(image, (0, pad_right, 0, pad_bottom))
+
+
+def image_size_on_disk(path: Path) -> tuple[int, int]:
+    """``(height, width)`` as shown (EXIF orientation applied), from the file header (no decode)."""
+    width, height = image_size(path)
     return height, width
 
 

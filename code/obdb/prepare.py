@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
-from .lint import LintError, LintResult, lint, lint_for_run, settings_class_map
+from .lint import LintError, LintResult, lint_for_run
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, records_by_split
 from .settings import Settings
 from .sources.factory import source_from_settings
@@ -85,26 +85,12 @@ def keep_class_map(annotations: AnnotationSet, class_map: ClassMap) -> Annotatio
 
 def _lint(annotations: AnnotationSet, settings: Settings, save_dir: Path, write: bool,
           progress: bool) -> tuple[AnnotationSet, LintResult | None]:
-    """The runner's data set checks, an error when nothing is left. ``write``: the report (and the
-    image facts cache) under ``<save_dir>/lint/``; else nothing is written (scoring re-applies the
-    run's checks)."""
+    """The runner's data set checks (:func:`obdb.lint.lint_for_run`), as a new set."""
     try:
-        if write:
-            result = lint_for_run(annotations, settings, save_dir=save_dir, progress=progress)
-        elif settings.lint.enabled:
-            result = lint(annotations.records, settings_class_map(settings), settings.lint,
-                          skipped=annotations.skipped, source_dropped_boxes=annotations.dropped_boxes,
-                          progress=progress)
-            if len(result.records) != len(annotations.records):
-                log.info("data set checks left out %d image(s), as in the run",
-                         len(annotations.records) - len(result.records))
-            if not result.records:
-                raise LintError(result.nothing_left())
-        else:
-            result = None
+        result = lint_for_run(annotations, settings, save_dir=save_dir, progress=progress, write=write)
     except LintError as err:
         raise RunError(str(err)) from err
-    return (annotations if result is None else replace(annotations, records=result.records)), result
+    return replace(annotations, records=result.records), (result if settings.lint.enabled else None)
 
 
 def prepare(settings: Settings, *, progress: bool = True, save_dir: Path | None = None, write: bool = True,

@@ -8,13 +8,75 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .errors import UserError
+
 BACKGROUND = "Background"
+
+
+class LabelError(UserError, ValueError):
+    """A label name that cannot be used as a class (control characters, empty, the reserved
+    ``Background``); the message names the label and what to do."""
+
+
+def normalise_label(name: str, where: str = "") -> str:
+    """The one rule for label names, applied wherever labels enter (settings class maps and
+    ``label_map``, every source):
+
+    * Unicode NFC normalisation, so ``é`` typed as one code point or as ``e`` + accent is one class;
+    * invisible format characters (category ``Cf``: zero-width space/joiner, BOM, direction marks)
+      are removed, so ``Tree`` and ``Tree`` + U+200B are one class, not two that look alike;
+    * leading and trailing spaces are removed;
+    * control characters (category ``Cc``: newline, tab, NUL, escape...) are refused with a
+      :class:`LabelError`: a label is one line of text in CVAT, reports and file names, and
+      silently changing one would merge or split classes behind the user's back;
+    * a name that is empty after this is refused.
+
+    ``where`` (a file, task or settings key) goes into the message.
+    """
+    text = unicodedata.normalize("NFC", str(name))
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    place = f"{where}: " if where else ""
+    bad = [ch for ch in text if unicodedata.category(ch) == "Cc"]  # before stripping: "Tree\n" too
+    text = text.strip()
+    if bad:
+        codes = ", ".join(sorted({f"U+{ord(ch):04X}" for ch in bad}))
+        raise LabelError(f"{place}label {name!r} contains control character(s) {codes}; labels must be one line "
+                         f"of visible text: rename it (in the data, or with data.label_map)")
+    if not text:
+        raise LabelError(f"{place}label {name!r} is empty (or only invisible characters)")
+    return text
+
+
+def map_label(raw: str, label_map: Mapping[str, str | None], where: str = "") -> str | None:
+    """A data label after ``label_map`` and :func:`normalise_label`; None when the map drops it.
+
+    The map is looked up with the label as written first (so ``"Tree\n": "Tree"`` can repair a
+    label with a control character), then with its normalised form."""
+    if raw in label_map:
+        target = label_map[raw]
+    else:
+        name = normalise_label(raw, where)
+        target = label_map.get(name, name)
+    return normalise_label(target, where) if target else None
+
+
+def check_class_names(names: Iterable[str], where: str) -> list[str]:
+    """Normalised class names of a class map; ``Background`` is allowed only first (the original
+    settings listed it at index 0), anywhere else it is refused: the name is reserved."""
+    cleaned = [normalise_label(n, where) for n in names]
+    for position, name in enumerate(cleaned):
+        if name == BACKGROUND and position > 0:
+            place = f"{where}: " if where else ""
+            raise LabelError(f"{place}{BACKGROUND!r} is listed at position {position + 1}; the name is reserved "
+                             f"for the background class (index 0): list it first or not at all")
+    return cleaned
 
 
 @dataclass
@@ -66,6 +128,14 @@ class AnnotationSet:
     skipped: list[SkippedImage] = field(default_factory=list)
     dropped_boxes: int = 0
 
+    def __post_init__(self) -> None:
+        # checked as the data arrives, before anything is written: the name is the model's index 0
+        hits = [r for r in self.records if BACKGROUND in r.labels]
+        if hits:
+            raise LabelError(f"{len(hits)} image(s) have boxes labelled {BACKGROUND!r} (e.g. {hits[0].image_id}); "
+                             f"the name is reserved for the background class (index 0): rename the label with "
+                             f'data.label_map, e.g. {{"{BACKGROUND}": "background_object"}}, or drop it with null')
+
     def label_names(self) -> list[str]:
         """Label names in order of first appearance (stable across runs for the same data)."""
         seen: dict[str, None] = {}
@@ -89,9 +159,11 @@ class ClassMap:
         if not self.names:
             raise ValueError("class map is empty")
         if len(set(self.names)) != len(self.names):
-            raise ValueError(f"class map has duplicate names: {list(self.names)}")
+            raise LabelError(f"class map has duplicate names: {list(self.names)}")
         if BACKGROUND in self.names:
-            raise ValueError(f"class map must not list {BACKGROUND!r}; index 0 is reserved for it")
+            raise LabelError(f"a label is literally named {BACKGROUND!r}; the name is reserved for the background "
+                             f"class (index 0): rename it with data.label_map, e.g. "
+                             f'{{"{BACKGROUND}": "background_object"}}')
 
     @classmethod
     def from_names(cls, names: Iterable[str]) -> "ClassMap":

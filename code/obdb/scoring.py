@@ -23,7 +23,8 @@ from .records import ClassMap, ImageRecord, records_by_split
 from .settings import Settings
 from .sources.local import load_local
 from .split import SplitManifest
-from .training.fit import resolve_device, set_max_detections
+from .training.config import image_cache_dir
+from .training.fit import FitData, resolve_device, set_max_detections, to_record_pixels
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,16 @@ def records_from_files(annotations: Sequence[Path], images_dir: Path, class_map:
 
 
 def score(model_path: Path, *, settings: Settings | None, split: str = "val", annotations: Sequence[Path] = (),
-          images_dir: Path | None = None, device: str = "auto", batch_size: int = 2, max_detections: int = 100,
-          progress: bool = True, out: Path | None = None, report: ReportOptions | None = None,
-          store_results: bool = True) -> dict[str, Any]:
+          images_dir: Path | None = None, device: str = "auto", batch_size: int | None = None,
+          max_detections: int | None = None, progress: bool = True, out: Path | None = None,
+          report: ReportOptions | None = None, store_results: bool = True) -> dict[str, Any]:
     """COCO metrics of the model at ``model_path`` (the returned dict, as ``metrics.json`` holds it).
+
+    On a run's split (``settings``) the model is scored exactly as the run scored it: the same
+    images at the same network input size (through the run's image cache when it used one), the
+    run's evaluation batch size and ``train.max_detections``, so the numbers equal the run's
+    ``metrics.json`` to the last digit. ``batch_size``/``max_detections`` override that (None: the
+    run's values, or 2 and 100 for annotation files).
 
     With ``out``, the report folder is written there (``report`` options; defaults when None) and
     the result gains ``report`` (file names). With ``store_results`` and a run whose
@@ -80,15 +87,25 @@ def score(model_path: Path, *, settings: Settings | None, split: str = "val", an
         data_desc = {"settings_split": split, "source": settings.data.source}
     else:
         raise RunError("give either -f SETTINGS (score on the run's split) or --annotations FILES --images DIR")
+    if settings is not None and not annotations:  # as the run evaluated: its sizes, cache, batch and detections
+        data = FitData([], records, class_map, cache_images=settings.train.cache_images,
+                       cache_dir=image_cache_dir(settings), progress=progress)
+        data.use_size(spec.min_size, spec.max_size)
+        dataset = data.val_set
+        batch_size = batch_size or settings.train.eval_batch_size or settings.train.batch_size
+        max_detections = max_detections or settings.train.max_detections
+    else:
+        dataset = DetectionDataset(records, class_map, train=False)
+        batch_size, max_detections = batch_size or 2, max_detections or 100
     torch_device = resolve_device(device)
     set_max_detections(model, max_detections)
     model.to(torch_device)
-    loader = make_loader(DetectionDataset(records, class_map, train=False), batch_size=batch_size, shuffle=False,
-                         workers=0)
-    predictions = predict(model, loader, torch_device, progress=progress, desc="evaluate")
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=0)
+    predictions = to_record_pixels(predict(model, loader, torch_device, progress=progress, desc="evaluate"), dataset)
     metrics, curves = coco_evaluation(records, predictions, class_map, max_dets=max_detections)
     result: dict[str, Any] = {"model": str(model_path), "variant": header.get("extra", {}).get("variant"),
                               "model_spec": spec.to_json(), "data": data_desc, "num_images": len(records),
+                              "max_detections": max_detections, "batch_size": batch_size,
                               "evaluated": now(), "metrics": metrics}
     if out is None:
         return result

@@ -170,3 +170,14 @@ def test_test_model_refuses_bad_flags(flags: list[str], tmp_path: Path, capsys: 
         main(["-m", str(tmp_path / "m.pt"), *flags])
     assert exit_info.value.code == 2
     assert flags[0] in capsys.readouterr().err
+
+
+def test_long_captions_are_shortened_in_the_middle_and_keep_the_file_name() -> None:
+    from obdb.evaluation.plots import fit_line
+
+    measure = len  # one unit per character
+    name = "gt_val_FieldData_20200508122912_3R_GH060070/fielddata/x/20200508/3R/GH060070/GH060070frame0029.png"
+    short = fit_line(name, 40, measure)
+    assert len(short) <= 40 and "…" in short
+    assert short.endswith("frame0029.png") and short.startswith("gt_")
+    assert fit_line("TP=1 | FP=0", 40, measure) == "TP=1 | FP=0"

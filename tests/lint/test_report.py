@@ -18,6 +18,7 @@ from obdb.settings.schema import LintSettings  # noqa: E402
 
 def run_settings(tmp_path: Path, **lint: object):  # type: ignore[no-untyped-def]
     return parse_settings({"variants": ["resnet18"], "save_dir": str(tmp_path / "train"),
+                           "dataset_dir": str(tmp_path),  # the images' root: lint drops images outside it
                            "default_class_map": ["Background", "a", "b"], "lint": lint})
 
 
@@ -88,7 +89,8 @@ def test_nothing_loaded_says_so(tmp_path: Path) -> None:
 
 def test_lint_off_leaves_the_data_alone(tmp_path: Path, mixed: AnnotationSet) -> None:
     before = list(mixed.records)
-    assert lint_for_run(mixed, run_settings(tmp_path, enabled=False), save_dir=tmp_path / "train", progress=False) is None
+    result = lint_for_run(mixed, run_settings(tmp_path, enabled=False), save_dir=tmp_path / "train", progress=False)
+    assert result.records == before and result.issues == [] and result.report == {}
     assert mixed.records == before and not (tmp_path / "train" / "lint").exists()
 
 

@@ -174,7 +174,7 @@ def test_export_of_an_unknown_task_fails_and_keeps_the_old_snapshot(original, mo
     opts = db_args(mongo_settings, mongo_db, tmp_path)
     assert obdb(["db", "export", "--out", str(out), *opts]) == 0
     before = {name: (out / name).read_bytes() for name in FILES}
-    assert obdb(["db", "export", "--out", str(out), "--tasks", "gt_train_video00", "gt_train_video0", *opts]) == 2
+    assert obdb(["db", "export", "--out", str(out), "--task", "gt_train_video00", "--task", "gt_train_video0", *opts]) == 2
     assert "no task named 'gt_train_video0'" in capsys.readouterr().err  # a prefix is not a match
     assert {name: (out / name).read_bytes() for name in FILES} == before
 

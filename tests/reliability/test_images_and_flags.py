@@ -26,7 +26,7 @@ from lint_helpers import corrupt_png_pixels  # noqa: E402
 from reliability_support import DAMAGE, OBDB, QUIET, run, run_parallel  # noqa: E402
 
 from obdb.cli import annotate, db, lint, review, runner, split, sync, test_model  # noqa: E402
-from obdb.cli.common import parse_bool  # noqa: E402
+from obdb.cli.common import BoolAction, parse_bool  # noqa: E402
 from obdb.settings import SettingsError, apply_overrides  # noqa: E402
 
 SOURCE_REASONS = {"truncated": "corrupt or truncated image", "zero_bytes": "empty image file (0 bytes)",
@@ -137,13 +137,21 @@ def test_flag_false_never_means_true(name: str, capsys: pytest.CaptureFixture[st
     checked = 0
     for action in options_of(parser, base):
         flag = action.option_strings[0]
-        if action.type is parse_bool:  # takes a value: "False" means false, anything unknown is refused
+        valued = action.type is parse_bool or (isinstance(action, BoolAction) and action.nargs == "?")
+        if isinstance(action, BoolAction) and action.negative:  # the --no-x twin: always false, no value
+            args = parse(parser, [*base, flag])
+            assert args is not None and getattr(args, action.dest) is False, flag
+            assert parse(parser, [*base, flag, "true"]) is None or getattr(parse(parser, [*base, flag, "true"]),
+                                                                          "overrides", None) == ["true"], flag
+            checked += 1
+            continue
+        if valued:  # takes a value: "False" means false, anything unknown is refused
             for word, value in (("False", False), ("false", False), ("0", False), ("no", False), ("True", True)):
                 args = parse(parser, [*base, flag, word])
                 assert args is not None and getattr(args, action.dest) is value, (flag, word)
             assert parse(parser, [*base, flag, "maybe"]) is None
             checked += 1
-        elif isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+        elif isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction, BoolAction)):
             # an on/off flag takes no value: "--flag False" must not switch it on unnoticed
             args = parse(parser, [*base, flag, "False"])
             if args is not None:  # "False" was taken as a settings override: it must be refused

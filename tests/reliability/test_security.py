@@ -266,7 +266,7 @@ def test_task_names_are_matched_literally(odd_tasks: Path, mongo_db: Any, mongo_
     # pattern for stored ones is refused as unknown and writes nothing
     names = STORED + ABSENT
     export = [*OBDB, "db", "export", "--database", mongo_db.name, *QUIET, "--out"]
-    outcomes = run_parallel(lambda n=n, i=i: run([*export, str(tmp_path / f"out{i}"), "--tasks", n],
+    outcomes = run_parallel(lambda n=n, i=i: run([*export, str(tmp_path / f"out{i}"), "--task", n],
                                                  env={"MONGODB_URI": mongo_server}) for i, n in enumerate(names))
     for index, (name, out) in enumerate(zip(names, outcomes)):
         if name in STORED:

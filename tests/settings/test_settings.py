@@ -191,3 +191,17 @@ def test_cli_bool_flag_false_means_false(tmp_path: Path) -> None:
                              "--progress", "maybe"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "expected a boolean" in result.stderr
+
+
+def test_max_detections_below_coco_s_ten_is_a_settings_error(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from obdb.settings import load_settings
+    from obdb.settings.loader import SettingsError
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"variants": ["resnet18"], "train": {"max_detections": 7}}))
+    with pytest.raises(SettingsError, match="max_detections"):
+        load_settings(path)

@@ -20,7 +20,6 @@ detections and write them with :mod:`obdb.cvat` under our safety rules.
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 from dataclasses import dataclass
@@ -32,7 +31,11 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
+from ..cvat import AnnotateError
 from ..cvat.detection import detection_shapes, detection_spec
+from ..evaluation.predict import clip_boxes
+from ..image_cache import pad_thin
+from ..imageio import open_rgb, to_rgb8
 from ..models import load_model
 from ..records import ClassMap
 
@@ -61,15 +64,17 @@ class Detections:
 
 
 def _decode(source: ImageSource) -> PIL.Image.Image:
+    """The frame as CVAT shows it (EXIF orientation applied, 8-bit RGB), so boxes land in the
+    frame annotators see; a file that does not decode is an :class:`AnnotateError` naming it."""
     if callable(source) and not isinstance(source, PIL.Image.Image):
         source = source()
     if isinstance(source, PIL.Image.Image):
-        return source.convert("RGB")
-    if isinstance(source, (bytes, bytearray)):
-        with PIL.Image.open(io.BytesIO(source)) as image:
-            return image.convert("RGB")
-    with PIL.Image.open(Path(source)) as image:
-        return image.convert("RGB")
+        return to_rgb8(source)
+    try:
+        return open_rgb(source if isinstance(source, (bytes, bytearray)) else Path(source))
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as err:
+        what = "downloaded frame" if isinstance(source, (bytes, bytearray)) else str(source)
+        raise AnnotateError(f"{what}: cannot decode the image: {err}") from err
 
 
 def _to_tensor(image: PIL.Image.Image) -> torch.Tensor:
@@ -128,7 +133,7 @@ class ModelDetectionFunction:
         """One frame, as ``annotate_task`` calls it (``context``: the SDK's
         ``DetectionFunctionContext``): rectangles with review/score attributes."""
         threshold = self.threshold if context.conf_threshold is None else context.conf_threshold
-        found = self._run([_to_tensor(image.convert("RGB"))])[0].above(threshold)
+        found = self._run([_to_tensor(to_rgb8(image))])[0].above(threshold)
         return detection_shapes(found.boxes, found.scores, found.labels, self.class_map.index)
 
     # --- batched inference for our modes --------------------------------------------------------
@@ -136,15 +141,16 @@ class ModelDetectionFunction:
     def _run(self, tensors: list[torch.Tensor]) -> list[Detections]:
         if hasattr(self.model, "eval"):
             self.model.eval()
-        outputs = self.model([t.to(self.device) for t in tensors])
+        max_size = getattr(getattr(self.model, "transform", None), "max_size", None)  # see pad_thin
+        outputs = self.model([pad_thin(t, max_size).to(self.device) for t in tensors])
         results = []
-        for output in outputs:
+        for tensor, output in zip(tensors, outputs):
             labels = output["labels"].detach().to("cpu", torch.int64).numpy().reshape(-1)
             keep = [i for i, index in enumerate(labels) if 0 < index <= len(self.class_map.names)]
             if len(keep) != len(labels):
                 log.warning("model returned %d label index(es) outside its class map; ignored", len(labels) - len(keep))
             results.append(Detections(
-                boxes=output["boxes"].detach().to("cpu", torch.float32).numpy().reshape(-1, 4)[keep],
+                boxes=clip_boxes(output["boxes"], tensor)[keep],
                 scores=output["scores"].detach().to("cpu", torch.float32).numpy().reshape(-1)[keep],
                 labels=[self.class_map.name(int(labels[i])) for i in keep]))
         return results

@@ -15,6 +15,7 @@ from .. import cvat as cvat_tasks
 from ..cvat import (AUTO, AnnotateError, CvatSession, NamedShape, RunOptions, TaskInfo, TaskPlan, auto_shapes, finish,
                     label_definitions, plan_for_files, plan_update)
 from .candidates import frame_boxes, missing_candidates
+from ..imageio import probe_image
 from .function import ModelDetectionFunction
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,38 @@ def annotate_folder(session: CvatSession, function: ModelDetectionFunction, fold
     """Mode 1: a task of the folder's images (labels from the model's class map, each with the
     review attributes) with the predictions as auto shapes. Run again, it finds the task by name
     and adds only what is missing (with ``replace``: refreshes the unreviewed auto shapes)."""
-    images = folder_images(folder)
+    images, skipped = usable_images(folder_images(folder))
     task_name = name or folder.resolve().name
+    if not images:
+        raise AnnotateError(f"{folder}: none of its {len(skipped)} image(s) can be read: {skip_note(skipped)}")
     detections = function.predict_images(images, desc=f"predict {task_name}")
     proposed = [shape for i, found in enumerate(detections) for shape in auto_shapes(i, found)]
     plan = plan_for_files(session, task_name, images, label_definitions(function.label_names), proposed,
                           replace=options.replace)
+    if skipped:
+        plan.notes.append(f"left out {len(skipped)} image(s) that cannot be read: {skip_note(skipped)}")
     return [finish(session, plan, options)]
+
+
+def usable_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The images that decode, and ``(name, reason)`` for each that does not (empty, not an
+    image, truncated, too large to open safely, a pixel mode with no RGB form). One bad file must
+    not stop a folder of good ones, and it is left out the same way on every rerun."""
+    kept, skipped = [], []
+    for path in paths:
+        size = probe_image(path)
+        if isinstance(size, str):
+            log.warning("%s: left out: %s", path, size)
+            skipped.append((path.name, size))
+        else:
+            kept.append(path)
+    return kept, skipped
+
+
+def skip_note(skipped: Sequence[tuple[str, str]], examples: int = 5) -> str:
+    """``name: reason`` for the first few skipped images, and how many more there are."""
+    shown = "; ".join(f"{name}: {reason}" for name, reason in skipped[:examples])
+    return shown + (f" (+{len(skipped) - examples} more)" if len(skipped) > examples else "")
 
 
 def _predict_task(session: CvatSession, function: ModelDetectionFunction, task: TaskInfo,

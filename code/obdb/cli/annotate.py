@@ -15,27 +15,22 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_common, guarded, setup_logging, whole_number
+from .common import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded, setup_logging,
+                     whole_number)
 
 DEFAULT_OUT = "auto_annotate_out"
 SAFETY = ("Without --replace no existing shape is deleted or changed; with --replace only auto shapes nobody "
           "has reviewed yet (source=auto, review=unreviewed) are replaced. Human shapes are never touched.")
 
 
-def _flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
-    """A ``--name`` / ``--no-name`` pair (default off). ``--name False`` is an error rather than
-    the original tool's silent "true"."""
-    parser.add_argument(name, action=argparse.BooleanOptionalAction, default=False, help=help_text)
-
-
 def _common(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:
     parser.add_argument("--url", help="CVAT server URL (default: $CVAT_URL)")
-    _flag(parser, "--allow-version-mismatch", "go on when the server's version is not one this tool was "
+    add_bool(parser, "--allow-version-mismatch", "go on when the server's version is not one this tool was "
           "tested with")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OBDB_OUT") or DEFAULT_OUT),
+    parser.add_argument("-o", "--out", type=Path, metavar="DIR", default=Path(os.environ.get("OBDB_OUT") or DEFAULT_OUT),
                         help="output folder for backups and reports (default: $OBDB_OUT or ./auto_annotate_out)")
     if writes:
-        _flag(parser, "--dry-run", "print what would change per task and write nothing")
+        add_bool(parser, "--dry-run", "print what would change per task and write nothing")
         parser.add_argument("--chunk-size", type=whole_number(1), default=2000, help="shapes per upload request (default 2000)")
     add_common(parser)
 
@@ -57,8 +52,8 @@ def _model(parser: argparse.ArgumentParser, threshold: float = 0.5) -> None:
 
 
 def _task_choice(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", action="append", default=[], metavar="NAME",
-                        help="exact task name (repeatable; names may contain spaces)")
+    add_task_names(parser, "a task to work on")
+    parser.add_argument("--name", dest="task_names", action="append", help=argparse.SUPPRESS)  # older spelling
     parser.add_argument("--pattern", metavar="GLOB", help="task names matching a shell-style pattern, e.g. 'gt_val_*'")
 
 
@@ -74,14 +69,14 @@ def build_parser(prog: str = "auto_annotate.py") -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path)
     p.add_argument("--task-name", help="name of the task (default: the folder's name)")
     _model(p)
-    _flag(p, "--replace", "refresh unreviewed auto shapes of an existing task of that name")
+    add_bool(p, "--replace", "refresh unreviewed auto shapes of an existing task of that name")
     _common(p)
 
     p = sub.add_parser("tasks", help="annotate existing tasks (by name or pattern; one task = a rerun)",
                        description="Add predictions to existing CVAT tasks as auto shapes. " + SAFETY)
     _task_choice(p)
     _model(p)
-    _flag(p, "--replace", "replace earlier unreviewed auto shapes with the new predictions")
+    add_bool(p, "--replace", "replace earlier unreviewed auto shapes with the new predictions")
     _common(p)
 
     p = sub.add_parser("upload-gt", help="upload ground truth (a data set or a split) as tasks",
@@ -91,7 +86,8 @@ def build_parser(prog: str = "auto_annotate.py") -> argparse.ArgumentParser:
     p.add_argument("-f", "--settings", help="settings JSON (its data source and split)")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="settings overrides")
     p.add_argument("--tasks", metavar="KEY", help="use another task list of the settings, e.g. annotations_list_4k")
-    p.add_argument("--split", choices=["all", "train", "val"], default="all")
+    p.add_argument("--split", choices=["all", "train", "val"], default="all",
+                   help="which side of the split to upload (default: all images)")
     p.add_argument("--split-manifest", type=Path, help="split manifest JSON to use (default: the run's split)")
     p.add_argument("--annotations", nargs="+", type=Path, default=[], help="annotation files/folders instead of -f")
     p.add_argument("--images", type=Path, help="image folder for --annotations")
@@ -115,15 +111,15 @@ def build_parser(prog: str = "auto_annotate.py") -> argparse.ArgumentParser:
     _model(p)
     p.add_argument("-i", "--iou", type=_fraction, default=0.3,
                    help="a prediction overlapping a human box with IoU >= this is not proposed (default 0.3)")
-    _flag(p, "--replace", "replace earlier unreviewed candidates with the new ones")
+    add_bool(p, "--replace", "replace earlier unreviewed candidates with the new ones")
     _common(p)
 
     p = sub.add_parser("status", help="set the job state/stage of tasks",
                        description="Set every job of the chosen tasks to a state and/or stage, e.g. "
                        "--state completed --stage acceptance.")
     _task_choice(p)
-    p.add_argument("--state", choices=["new", "in progress", "completed", "rejected"])
-    p.add_argument("--stage", choices=["annotation", "validation", "acceptance"])
+    p.add_argument("--state", choices=["new", "in progress", "completed", "rejected"], help="job state to set")
+    p.add_argument("--stage", choices=["annotation", "validation", "acceptance"], help="job stage to set")
     _common(p)
     return parser
 
@@ -138,8 +134,8 @@ def _function(args: argparse.Namespace) -> Any:
                                             progress=args.progress)
 
 
-def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
-    """Records and label list for ``upload-gt``."""
+def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str], list[Path]]:
+    """Records, label list and data roots (the folders images may be uploaded from) for ``upload-gt``."""
     from ..cvat import AnnotateError
 
     if args.overrides and not args.settings:
@@ -153,7 +149,7 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
             raise AnnotateError("--annotations needs --images (the folder the files' image names are in)")
         loaded = load_local(list(args.annotations), images_dir=args.images, progress=args.progress)
         labels = [n.strip() for n in args.labels.split(",") if n.strip()] if args.labels else loaded.label_names()
-        return loaded.records, labels
+        return loaded.records, labels, [args.images]
     if not args.settings:
         raise AnnotateError("give -f SETTINGS (its data source, optionally --split) or --annotations FILES --images DIR")
     from ..prepare import choose_class_map, keep_class_map, load_annotations, require_records
@@ -175,7 +171,10 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
         records = records_by_split(records, manifest.assignment, args.split)
         if not records:
             raise AnnotateError(f"the {args.split} split holds no images")
-    return records, list(class_map.names)
+    data = settings.data
+    roots = [Path(data.images_dir or settings.dataset_dir)] if data.source != "cvat" else \
+        [Path(data.cvat.cache_dir) if data.cvat.cache_dir else Path(settings.save_dir) / "cvat_cache"]
+    return records, list(class_map.names), roots
 
 
 def run_mode(args: argparse.Namespace) -> list[Any]:
@@ -192,7 +191,7 @@ def run_mode(args: argparse.Namespace) -> list[Any]:
     gt = _ground_truth(args) if args.mode == "upload-gt" else None
     files = xml_files(args.folder) if args.mode == "upload-xml" else []
     session = connect(CvatCredentials.from_env(url=args.url), allow_version_mismatch=args.allow_version_mismatch)
-    tasks = {"names": args.name, "pattern": args.pattern} if hasattr(args, "pattern") else {}
+    tasks = {"names": args.task_names, "pattern": args.pattern} if hasattr(args, "pattern") else {}
     if args.mode == "folder":
         return modes.annotate_folder(session, function, args.folder, options, name=args.task_name)
     if args.mode == "tasks":
@@ -203,7 +202,7 @@ def run_mode(args: argparse.Namespace) -> list[Any]:
         return modes.set_status(session, options, state=args.state, stage=args.stage, **tasks)
     if args.mode == "upload-gt":
         assert gt is not None
-        return uploads.upload_records(session, gt[0], gt[1], options, prefix=args.prefix)
+        return uploads.upload_records(session, gt[0], gt[1], options, prefix=args.prefix, roots=gt[2])
     return uploads.upload_xml(session, files, args.images, options, prefix=args.prefix)
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .common import EXIT_OK, EXIT_USAGE, add_common, guarded, setup_logging
+from .common import EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded, setup_logging
 
 
 def build_parser(prog: str = "obdb db") -> argparse.ArgumentParser:
@@ -23,12 +23,13 @@ def build_parser(prog: str = "obdb db") -> argparse.ArgumentParser:
                                      "database (tasks, meta, annotation_data) as mongoexport-compatible JSON lines.")
     sub = parser.add_subparsers(dest="action", required=True, metavar="{export,import,index}")
     export = sub.add_parser("export", help="write a snapshot of the database to a folder")
-    export.add_argument("--out", required=True, type=Path, help="folder for tasks.json, meta.json, annotation_data.json")
-    export.add_argument("--tasks", nargs="+", metavar="NAME", help="only these tasks (exact names)")
+    export.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
+                        help="folder for tasks.json, meta.json, annotation_data.json")
+    add_task_names(export)
     imp = sub.add_parser("import", help="load snapshot files (ours or mongoexport's) into the database")
     imp.add_argument("paths", nargs="+", type=Path, metavar="DIR|FILE",
                      help="a snapshot folder or files named tasks.json, meta.json, annotation_data.json")
-    imp.add_argument("--drop", action="store_true", help="empty the imported collections first")
+    add_bool(imp, "--drop", "empty the imported collections first")
     index = sub.add_parser("index", help="create the indexes obdb reads by (tasks.name, meta.task_name, "
                            "annotation_data task_name/obdb_batch/frame)")
     for command in (export, imp, index):
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb db") -> int:
             db = connect(mongo)
             try:
                 if args.action == "export":
-                    counts = export_snapshot(db, args.out, args.tasks, progress=args.progress)
+                    counts = export_snapshot(db, args.out, args.task_names or None, progress=args.progress)
                     where = args.out
                 elif args.action == "index":
                     ensure_indexes(db)

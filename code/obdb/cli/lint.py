@@ -19,7 +19,7 @@ def build_parser(prog: str = "obdb lint") -> argparse.ArgumentParser:
         "images, size limits, degenerate/out-of-bounds/duplicate boxes, exact and near-duplicate images, labels "
         "missing from the class map) and write report.json and report.md.")
     add_settings_args(parser, "lint.near_duplicate_hamming=6 lint.min_image_size=64")
-    parser.add_argument("--out", metavar="DIR", help="report folder (default: <save_dir>/lint)")
+    parser.add_argument("-o", "--out", metavar="DIR", help="report folder (default: <save_dir>/lint)")
     parser.add_argument("--fail-on", choices=["warn", "error"], default="error",
                         help="exit 1 when an issue of this severity or worse is found (default: error)")
     add_common(parser)

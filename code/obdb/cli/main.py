@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from .common import EXIT_USAGE
+from .common import EXIT_OK, EXIT_USAGE
 
 COMMANDS = {
     "run": ("obdb.cli.runner", "train every variant of a settings file (same as torch_model_runner.py)"),
@@ -18,15 +18,40 @@ COMMANDS = {
 }
 
 
+def version() -> str:
+    """The installed obdb version (the checkout's pyproject version when run from source)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("obdb")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed; run scripts/setup_env.sh)"
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return ("usage: obdb COMMAND [options]    (obdb COMMAND --help for its options)\n\ncommands:\n"
+            + "\n".join(lines) + "\n\noptions:\n  -h, --help  show this help\n  --version   print the version\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
-        lines = [f"  {name:<6} {text}" for name, (_, text) in COMMANDS.items()]
-        print("usage: obdb COMMAND [options]\n\ncommands:\n" + "\n".join(lines), file=sys.stderr)
-        if args and args[0] not in ("-h", "--help"):
-            print(f"error: unknown command {args[0]!r}", file=sys.stderr)
-            return EXIT_USAGE
-        return 0 if args else EXIT_USAGE
+    if args and args[0] in ("-h", "--help"):
+        print(usage(), end="")
+        return EXIT_OK
+    if args and args[0] == "--version":
+        print(f"obdb {version()}")
+        return EXIT_OK
+    if not args or args[0] not in COMMANDS:
+        print(usage(), end="", file=sys.stderr)
+        if args:
+            from difflib import get_close_matches
+
+            near = get_close_matches(args[0], list(COMMANDS), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            print(f"error: unknown command {args[0]!r}{hint}", file=sys.stderr)
+        return EXIT_USAGE
     import importlib
 
     module = importlib.import_module(COMMANDS[args[0]][0])

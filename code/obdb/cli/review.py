@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .common import EXIT_OK, add_common, add_settings_args, guarded, parse_bool, setup_logging, whole_number
+from .common import EXIT_OK, add_bool, add_common, add_settings_args, guarded, setup_logging, whole_number
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -37,18 +37,16 @@ def build_parser(prog: str = "obdb review") -> argparse.ArgumentParser:
                         "with a k-fold split of the same K its folds are used")
     parser.add_argument("--epochs", type=whole_number(1), metavar="N", help="epochs per fold (default: max_train_epochs)")
     parser.add_argument("--variant", help="variant to train (default: the first of the settings' variants)")
-    parser.add_argument("--out", type=Path, help="output folder (default: <save_dir>/review)")
+    parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="output folder (default: <save_dir>/review)")
     parser.add_argument("--top", type=whole_number(1), default=50, metavar="N",
                         help="problems shown in the mosaic, printed and pushed (default 50); the files list all")
     parser.add_argument("--min-score", type=_fraction, default=0.5,
                         help="score from which a prediction counts as the model's opinion (default 0.5)")
-    parser.add_argument("--plots", type=parse_bool, default=True, metavar="BOOL",
-                        help="write review_mosaic.png (default: true)")
-    parser.add_argument("--push-cvat", type=parse_bool, default=False, metavar="BOOL",
-                        help="add the top N problems' proposed fixes to their CVAT tasks as source=auto shapes "
-                        "with review=unreviewed (CVAT_URL and credentials from the environment; default: false)")
-    parser.add_argument("--dry-run", type=parse_bool, default=False, metavar="BOOL",
-                        help="with --push-cvat: print what would be added, write nothing to CVAT")
+    add_bool(parser, "--plots", "write review_mosaic.png", default=True, takes_value=True)
+    add_bool(parser, "--push-cvat", "add the top N problems' proposed fixes to their CVAT tasks as source=auto "
+             "shapes with review=unreviewed (CVAT_URL and credentials from the environment)", takes_value=True)
+    add_bool(parser, "--dry-run", "with --push-cvat: print what would be added, write nothing to CVAT",
+             takes_value=True)
     add_common(parser)
     return parser
 

@@ -5,7 +5,7 @@ import argparse
 import logging
 from typing import Sequence
 
-from .common import EXIT_OK, add_common, add_settings_args, guarded, setup_logging
+from .common import EXIT_OK, add_bool, add_common, add_settings_args, guarded, setup_logging
 
 log = logging.getLogger("obdb")
 
@@ -15,8 +15,9 @@ def build_parser(prog: str = "torch_model_runner.py") -> argparse.ArgumentParser
         prog=prog, description="Search hyperparameters and train the final model for every variant of a "
         "settings file. Rerunning the same command resumes an interrupted run.")
     add_settings_args(parser, "train.batch_size=2 resnet18.run_hpo=0")
-    parser.add_argument("--variants", metavar="A,B", help="train only these variants (comma separated)")
-    parser.add_argument("--check", action="store_true", help="validate settings and data, train nothing")
+    parser.add_argument("--variants", metavar="A,B", help="train only these variants (comma separated names "
+                        "from the settings' variants)")
+    add_bool(parser, "--check", "validate settings and data as the run would, train nothing")
     add_common(parser)
     return parser
 

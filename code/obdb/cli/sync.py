@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from .common import EXIT_OK, EXIT_USAGE, add_common, guarded, setup_logging
+from .common import EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded, setup_logging
 
 STATUS_CHOICES = ("completed", "validation", "annotation", "any")
 
@@ -24,18 +24,15 @@ def build_parser(prog: str = "obdb sync") -> argparse.ArgumentParser:
         "are downloaded, unchanged ones skipped, tasks deleted in CVAT removed (only those sync wrote).")
     parser.add_argument("-f", "--settings", help="settings JSON file for data.mongo and data.cvat "
                         "(default: the MONGODB_* and CVAT_* environment)")
-    parser.add_argument("--tasks", nargs="+", metavar="NAME", help="only these tasks (exact names)")
+    add_task_names(parser)
     parser.add_argument("--pattern", metavar="GLOB", help="only tasks whose name matches this glob, e.g. 'gt_val_*'")
     parser.add_argument("--status", action="append", choices=STATUS_CHOICES,
                         help="CVAT task status to copy; repeatable (default: completed)")
-    parser.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
-    parser.add_argument("--full", action="store_true",
-                        help="re-read every selected task even if its updated_date did not change")
-    parser.add_argument("--adopt", action="store_true",
-                        help="also replace tasks of the same name that were stored by hand")
+    add_bool(parser, "--dry-run", "show what would change, change nothing")
+    add_bool(parser, "--full", "re-read every selected task even if its updated_date did not change")
+    add_bool(parser, "--adopt", "also replace tasks of the same name that were stored by hand")
     parser.add_argument("--database", help="database name (default: data.mongo.database, 'annotations')")
-    parser.add_argument("--allow-version-mismatch", action="store_true",
-                        help="work with a CVAT server version obdb was not tested against")
+    add_bool(parser, "--allow-version-mismatch", "work with a CVAT server version obdb was not tested against")
     add_common(parser)
     return parser
 
@@ -64,7 +61,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb sync") -> int:
                 creds = CvatCredentials.from_env(os.environ, url=cvat_settings.url)
                 allow = args.allow_version_mismatch or cvat_settings.allow_version_mismatch
                 with connect(creds, allow_version_mismatch=allow, retries=cvat_settings.retries) as session:
-                    plan = sync.plan_sync(session, db, names=args.tasks, pattern=args.pattern,
+                    plan = sync.plan_sync(session, db, names=args.task_names or None, pattern=args.pattern,
                                           statuses=args.status, full=args.full, adopt=args.adopt)
                     if args.dry_run:
                         print("\n".join(plan.lines() or ["  nothing to change"]))

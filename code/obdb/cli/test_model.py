@@ -1,7 +1,7 @@
 """``test_model.py`` / ``obdb test``: COCO metrics of a saved model and its evaluation report.
 
-Writes the metrics JSON (``-o``; default ``<model dir>/eval/<split>_metrics.json``, as before)
-and the report folder (``--out``; default ``<model dir>/eval/<split>/``): metrics.json,
+Writes the metrics JSON (``--metrics-json``; default ``<model dir>/eval/<split>_metrics.json``)
+and the report folder (``-o``/``--out``; default ``<model dir>/eval/<split>/``): metrics.json,
 per_box.csv, per_image.csv, pr_curves.png, confusion_matrix.png, mosaic_<case>.png, report.md.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from .common import EXIT_OK, add_common, guarded, parse_bool, setup_logging, whole_number
+from .common import EXIT_OK, add_bool, add_common, guarded, setup_logging, whole_number
 
 
 def _fraction(text: str) -> float:
@@ -38,13 +38,16 @@ def build_parser(prog: str = "test_model.py") -> argparse.ArgumentParser:
     parser.add_argument("-m", "--model", required=True, type=Path, help="model.pt written by the runner")
     parser.add_argument("-f", "--settings", help="settings JSON of the run (to score on its split)")
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="settings overrides")
-    parser.add_argument("--split", choices=["val", "train", "all"], default="val")
+    parser.add_argument("--split", choices=["val", "train", "all"], default="val",
+                        help="with -f: which side of the run's split to score (default: val, the set the model "
+                        "was selected on)")
     parser.add_argument("--annotations", nargs="+", type=Path, default=[],
                         help="annotation files/folders (CVAT XML, COCO JSON, VOC) instead of the run's split")
     parser.add_argument("--images", type=Path, help="image folder for --annotations")
-    parser.add_argument("-o", "--output", type=Path, help="JSON file to write (default: next to the model, "
-                        "eval/<split>_metrics.json)")
-    parser.add_argument("--out", type=Path, help="report folder (default: next to the model, eval/<split>/)")
+    parser.add_argument("--metrics-json", type=Path, metavar="FILE", help="metrics JSON file to write (default: "
+                        "next to the model, eval/<split>_metrics.json)")
+    parser.add_argument("-o", "--out", type=Path, metavar="DIR",
+                        help="report folder (default: next to the model, eval/<split>/)")
     parser.add_argument("--show-case", choices=["pass", "fail", "both"], default="both",
                         help="mosaics of the best (pass), worst (fail) or both sets of images (default: both)")
     parser.add_argument("--num-disp", type=whole_number(0), default=16, metavar="N",
@@ -54,15 +57,16 @@ def build_parser(prog: str = "test_model.py") -> argparse.ArgumentParser:
     parser.add_argument("--score-threshold", type=_fraction, default=0.5,
                         help="lowest score counted in the tables and mosaics (default 0.5); the COCO metrics "
                         "always use every prediction")
-    parser.add_argument("--plots", type=parse_bool, default=True, metavar="BOOL",
-                        help="write the figures (default: true)")
-    parser.add_argument("--no-plots", dest="plots", action="store_const", const=False,
-                        help="same as --plots false: tables, metrics.json and report.md only")
-    parser.add_argument("--store-results", type=parse_bool, default=True, metavar="BOOL",
-                        help="with data.source mongo: write per-box results to evaluation_results (default: true)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--max-detections", type=int, default=100)
+    add_bool(parser, "--plots", "write the figures (off: tables, metrics.json and report.md only)", default=True,
+             takes_value=True)
+    add_bool(parser, "--store-results", "with data.source mongo: write per-box results to evaluation_results",
+             default=True, takes_value=True)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
+    parser.add_argument("--batch-size", type=whole_number(1), metavar="N",
+                        help="images per inference batch (default: the run's train.eval_batch_size or "
+                        "train.batch_size with -f, else 2)")
+    parser.add_argument("--max-detections", type=whole_number(1), metavar="N",
+                        help="detections per image (default: the run's train.max_detections with -f, else 100)")
     add_common(parser)
     return parser
 
@@ -92,7 +96,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "test_model.py") -> int:
                        images_dir=args.images, device=args.device, batch_size=args.batch_size,
                        max_detections=args.max_detections, progress=args.progress, out=out, report=options,
                        store_results=args.store_results)
-        output = args.output or args.model.parent / "eval" / f"{name}_metrics.json"
+        output = args.metrics_json or args.model.parent / "eval" / f"{name}_metrics.json"
         write_json(output, result)
         m = result["metrics"]
         print(f"{result['num_images']} images: mAP {m['map']:.4f}  mAP50 {m['map50']:.4f}  mAP75 {m['map75']:.4f}")

@@ -10,12 +10,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..fileio import write_with
+from ..imageio import open_rgb
 from ..plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ def render_tile(tile: Tile, size: int = TILE_SIZE) -> Image.Image:
     """The image scaled to fit ``size`` with its boxes; unreadable images become a grey square
     that says so, so one missing file does not cost the whole mosaic."""
     try:
-        with Image.open(tile.path) as raw:
-            image = raw.convert("RGB")
+        image = open_rgb(tile.path)
     except (OSError, ValueError) as err:
         log.warning("mosaic: cannot read %s (%s)", tile.path, err)
         image = Image.new("RGB", (size, size), (90, 90, 90))
@@ -122,10 +122,31 @@ def render_tile(tile: Tile, size: int = TILE_SIZE) -> Image.Image:
     return _with_caption(image, tile.caption, size)
 
 
+def fit_line(text: str, width: float, measure: Callable[[str], float]) -> str:
+    """``text`` shortened in the middle (``start…end``) until ``measure`` says it fits ``width``:
+    the end of a path (the file name) and its start (the task) are what tell images apart."""
+    if measure(text) <= width:
+        return text
+    keep_end = max(1, len(text) * 2 // 3)
+    head, tail = text[: len(text) - keep_end], text[len(text) - keep_end:]
+    while head or len(tail) > 1:
+        if len(head) >= len(tail) // 2 and head:
+            head = head[:-1]
+        else:
+            tail = tail[1:]
+        candidate = f"{head}…{tail}"
+        if measure(candidate) <= width:
+            return candidate
+    return "…"
+
+
 def _with_caption(image: Image.Image, caption: str, size: int) -> Image.Image:
     cell = Image.new("RGB", (size, size + CAPTION_HEIGHT), (255, 255, 255))
     cell.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
-    ImageDraw.Draw(cell).multiline_text((4, size + 2), caption, fill=(0, 0, 0), font=_font(11), spacing=2)
+    font = _font(11)
+    draw = ImageDraw.Draw(cell)
+    lines = [fit_line(line, size - 8, lambda t: draw.textlength(t, font=font)) for line in caption.splitlines()]
+    draw.multiline_text((4, size + 2), "\n".join(lines), fill=(0, 0, 0), font=font, spacing=2)
     return cell
 
 

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from obdb.dataset import DetectionDataset, make_loader
 from obdb.evaluation.coco import coco_metrics
+from obdb.image_cache import pad_thin
 from obdb.records import ClassMap, ImageRecord
 
 
@@ -40,21 +41,32 @@ def predict(
     was_training = model.training
     model.eval()
     results: list[dict[str, np.ndarray]] = []
+    max_size = getattr(getattr(model, "transform", None), "max_size", None)  # see pad_thin
     try:
         total = len(loader) if hasattr(loader, "__len__") else None
         for images, _targets in tqdm(loader, desc=desc, total=total, disable=not progress,
                                      leave=False, dynamic_ncols=True):
-            batch = [image.to(device, non_blocking=True) for image in images]
+            batch = [pad_thin(image, max_size).to(device, non_blocking=True) for image in images]
             outputs = model(batch)
-            for output in outputs:
+            for image, output in zip(images, outputs):
                 results.append({
-                    "boxes": output["boxes"].detach().to("cpu", torch.float32).numpy().reshape(-1, 4),
+                    "boxes": clip_boxes(output["boxes"], image),
                     "scores": output["scores"].detach().to("cpu", torch.float32).numpy().reshape(-1),
                     "labels": output["labels"].detach().to("cpu", torch.int64).numpy().reshape(-1),
                 })
     finally:
         model.train(was_training)
     return results
+
+
+def clip_boxes(boxes: torch.Tensor, image: torch.Tensor) -> np.ndarray:
+    """Detections as a float32 N×4 array clipped to ``image``'s own size (a :func:`pad_thin`
+    padding is not part of the image)."""
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    out = boxes.detach().to("cpu", torch.float32).numpy().reshape(-1, 4).copy()
+    out[:, 0::2] = out[:, 0::2].clip(0, width)
+    out[:, 1::2] = out[:, 1::2].clip(0, height)
+    return out
 
 
 def evaluate(

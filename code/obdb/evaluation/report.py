@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..fileio import write_json, write_text
+from ..markdown import cell
 from ..records import ImageRecord
 from .matching import BOX_COLUMNS, FN, IMAGE_COLUMNS, MatchResult
 from .plots import GT_COLOUR, MISS_COLOUR, PRED_COLOUR, Tile, plot_confusion_matrix, plot_pr_curves, save_mosaic
@@ -83,8 +84,8 @@ def pick_cases(images: Sequence[Mapping[str, Any]], case: str, count: int) -> li
 def image_tile(record: ImageRecord, image_row: Mapping[str, Any], boxes: Sequence[Mapping[str, Any]]) -> Tile:
     """Ground truth green (orange where missed), drawn wider than the predictions (red, with
     their score) so a box under a matching prediction stays visible."""
-    tile = Tile(record.path, f"{record.image_id}\nTP {image_row['tp']}  FP {image_row['fp']}  FN {image_row['fn']}"
-                             f"  F1 {image_row['f1']:.2f}")
+    tile = Tile(record.path, f"{record.image_id}\nTP={image_row['tp']} | FP={image_row['fp']} | FN={image_row['fn']}"
+                             f" | F1={image_row['f1']:.2f}")
     missed = {int(b["gt_index"]) for b in boxes if b["kind"] == FN}
     for g, (box, label) in enumerate(zip(record.boxes, record.labels)):
         tile.boxes.append((box.tolist(), MISS_COLOUR if g in missed else GT_COLOUR, "", 3))
@@ -138,13 +139,13 @@ def markdown(result: Mapping[str, Any], totals: Mapping[str, Any], images: Seque
              "## Per class", "", "| class | AP | AP50 | TP | FP | FN |", "|---|---|---|---|---|---|"]
     for name, ap in m.get("per_class", {}).items():
         counts = totals["per_class"].get(name, {})
-        lines.append(f"| {name} | {_fmt(ap)} | {_fmt(m.get('per_class_ap50', {}).get(name))} | "
+        lines.append(f"| {cell(name)} | {_fmt(ap)} | {_fmt(m.get('per_class_ap50', {}).get(name))} | "
                      f"{counts.get('tp', 0)} | {counts.get('fp', 0)} | {counts.get('fn', 0)} |")
     lines.append("")
     worst = [r for r in images if r["errors"]][:10]
     if worst:
         lines += ["## Images with the most errors", "", "| image | TP | FP | FN | F1 |", "|---|---|---|---|---|"]
-        lines += [f"| {r['image_id']} | {r['tp']} | {r['fp']} | {r['fn']} | {_fmt(r['f1'], 3)} |" for r in worst]
+        lines += [f"| {cell(r['image_id'])} | {r['tp']} | {r['fp']} | {r['fn']} | {_fmt(r['f1'], 3)} |" for r in worst]
         lines.append("")
     titles = {"pr_curves": "Precision-recall curves", "confusion_matrix": "Confusion matrix",
               "mosaic_pass": "Best images", "mosaic_fail": "Worst images"}

@@ -25,8 +25,11 @@ DROPPED_IMAGE, DROPPED_BOX, CLIPPED_BOX, CORRECTED, KEPT = (
 #: sees what was checked and not only what was found)
 RULES: dict[str, str] = {
     "source_skipped": "left out while loading: missing, empty or unreadable file",
+    "outside_root": "the image path leads outside the data root ('..', absolute, a symlink out): never opened",
     "unreadable": "the file cannot be read or opened as an image",
     "truncated": "the pixel data does not decode: truncated or corrupt file",
+    "unconvertible": "the pixel mode has no 8-bit RGB form (training could not use it)",
+    "pixel_mode": "not 8-bit RGB/grey (16-bit, alpha, palette, CMYK...): converted as CVAT shows it",
     "too_small": "width or height below lint.min_image_size",
     "too_large": "width or height above lint.max_image_size",
     "size_mismatch": "the record's width/height differ from the file's (the file's are used)",

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..fileio import read_json, write_json
+from ..imageio import UnsupportedImage, describe_mode, shown_size, to_rgb8
 from ..records import ImageRecord
 from ..settings.schema import LintSettings
 from ..split.features import DHashExtractor
@@ -33,7 +34,7 @@ from .base import CORRECTED, DROPPED_IMAGE, ERROR, INFO, KEPT, WARN, Issue, issu
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: sizes as shown (EXIF orientation), pixel mode recorded
 _FORMAT_ALIASES = {"MPO": "JPEG"}  # multi-picture JPEGs from cameras are JPEG files
 
 
@@ -49,6 +50,7 @@ class ImageFacts:
     format: str | None = None
     sha256: str = ""
     dhash: str = ""  # 16 hex digits; "" when not computed
+    mode: str = ""  # PIL pixel mode of the file (width/height are as shown: EXIF orientation applied)
 
 
 def inspect_image(path: Path, *, decode: bool = True, dhash: bool = True) -> ImageFacts:
@@ -66,7 +68,8 @@ def inspect_image(path: Path, *, decode: bool = True, dhash: bool = True) -> Ima
     try:
         with Image.open(io.BytesIO(data)) as image:
             facts.format = image.format
-            facts.width, facts.height = image.size
+            facts.mode = image.mode
+            facts.width, facts.height = shown_size(image)
             if decode:
                 image.verify()
     except UnidentifiedImageError:
@@ -82,8 +85,11 @@ def inspect_image(path: Path, *, decode: bool = True, dhash: bool = True) -> Ima
             if not decode and image.format == "JPEG":
                 image.draft("L", (max(1, facts.width // 8), max(1, facts.height // 8)))
             image.load()
+            shown = to_rgb8(image)  # as training sees it: a 16-bit image hashes by its real content
             if dhash:
-                facts.dhash = DHashExtractor().extract([image])[0].tobytes().hex()
+                facts.dhash = DHashExtractor().extract([shown])[0].tobytes().hex()
+    except UnsupportedImage as err:
+        return replace(facts, problem="unconvertible", reason=str(err))
     except Exception as err:  # noqa: BLE001 - see above
         return replace(facts, problem="truncated", reason=f"pixel data does not decode: {_describe(err)}")
     return facts
@@ -178,6 +184,9 @@ def check_images(records: Sequence[ImageRecord], facts: dict[str, ImageFacts],
                                     f"record says {record.width}x{record.height}, file is {size}",
                                     record_size=[record.width, record.height], file_size=[found.width, found.height]))
             record = replace(record, width=found.width, height=found.height)
+        if found.mode and found.mode not in ("RGB", "L"):
+            issues.append(issue_for(record, "pixel_mode", INFO, KEPT, f"pixel mode {describe_mode(found.mode)}",
+                                    mode=found.mode))
         expected = Image.registered_extensions().get(record.path.suffix.lower())
         actual = _FORMAT_ALIASES.get(found.format or "", found.format)
         if expected is not None and actual is not None and _FORMAT_ALIASES.get(expected, expected) != actual:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fileio import write_json, write_text
+from ..markdown import cell
 from ..records import ClassMap, ImageRecord
 from ..settings.schema import LintSettings
 from .base import CLIPPED_BOX, DROPPED_BOX, ERROR, INFO, RULES, SEVERITY_RANK, WARN, Issue
@@ -97,8 +98,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+_cell = cell  # one escaping rule for every report (obdb.markdown)
 
 
 def to_markdown(report: dict[str, Any]) -> str:

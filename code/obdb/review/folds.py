@@ -43,7 +43,7 @@ def group_folds(records: Sequence[ImageRecord], k: int, seed: int) -> dict[str, 
     for i, record in enumerate(records):
         for label in record.labels:
             counts[i, column[label]] += 1
-    strata = [Strata("images", np.ones((len(records), 1))), Strata("classes", counts)]
+    strata = [Strata("images", np.ones((len(records), 1))), Strata("classes", counts, cover=True)]
     try:
         bins, _ = balanced_groups(group_index, strata, [1.0 / k] * k, seed=seed)
     except SplitError as err:

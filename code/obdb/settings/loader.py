@@ -25,9 +25,56 @@ class SettingsError(UserError, ValueError):
     """Invalid settings. ``str()`` is the full message meant for the user."""
 
 
-def _parse_value(text: str) -> Any:
+#: settings files are a few levels deep; anything deeper is a mistake or an attack on the parser
+MAX_DEPTH = 32
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a key given twice in one object is an error (plain ``json`` keeps the
+    last silently, so one of two edits would be ignored without a word)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (so any depth is measured safely)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def parse_json(text: str, source: str) -> Any:
+    """Strict JSON for settings: duplicate keys and absurd nesting are :class:`SettingsError`s
+    naming ``source`` (the file, or the override), never a silent "last wins" or a traceback."""
     try:
-        return json.loads(text)
+        value = json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as err:
+        raise SettingsError(f"{source}: key {err.key!r} is given twice in one object; keep one") from err
+    except RecursionError as err:
+        raise SettingsError(f"{source}: JSON nested too deeply (settings are at most {MAX_DEPTH} levels)") from err
+    if _depth(value) > MAX_DEPTH:
+        raise SettingsError(f"{source}: JSON nested too deeply (settings are at most {MAX_DEPTH} levels)")
+    return value
+
+
+def _parse_value(text: str, item: str = "") -> Any:
+    try:
+        return parse_json(text, f"override {item!r}" if item else "override")
     except json.JSONDecodeError:
         return text
 
@@ -52,7 +99,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             if not isinstance(child, dict):
                 raise SettingsError(f"override {item!r}: {'.'.join(keys[:depth + 1])} is not an object")
             node = child
-        node[keys[-1]] = _parse_value(text)
+        node[keys[-1]] = _parse_value(text, item)
     return result
 
 
@@ -128,7 +175,7 @@ def load_settings(path: str | Path, overrides: Iterable[str] = (), *, task_list:
     except (OSError, UnicodeDecodeError) as err:
         raise SettingsError(f"{path}: cannot read settings file ({err})") from None
     try:
-        raw = json.loads(text)
+        raw = parse_json(text, str(path))
     except json.JSONDecodeError as err:
         raise SettingsError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
     if isinstance(raw, dict):

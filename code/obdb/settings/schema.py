@@ -11,7 +11,9 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..records import check_class_names, normalise_label
 
 #: Hyperparameters a trial (or a fixed run) sets. Everything else about training is a setting.
 HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "step_size", "gamma")
@@ -128,6 +130,14 @@ class DataSettings(StrictModel):
     group_regex: Optional[str] = None
     excluded_frames: list[str] = Field(default_factory=list)
 
+    @field_validator("label_map")
+    @classmethod
+    def _label_map_targets(cls, value: dict[str, Optional[str]]) -> dict[str, Optional[str]]:
+        """Targets follow the one label rule (obdb.records.normalise_label); keys stay as written
+        so a label with a control character in the data can be renamed here."""
+        return {key: normalise_label(target, f"key {key!r}") if target else target
+                for key, target in value.items()}
+
     @model_validator(mode="after")
     def _regex_compiles(self) -> "DataSettings":
         if self.group_regex is not None:
@@ -243,7 +253,7 @@ class TrainSettings(StrictModel):
     warmup_iters: int = Field(100, ge=0)
     hflip: float = Field(0.5, ge=0, le=1)
     photometric: bool = True
-    max_detections: PositiveInt = 100
+    max_detections: Annotated[int, Field(ge=10)] = 100  # COCO scores maxDets 1, 10 and this
     cache_images: bool = Field(True, description="decode every image once, at the network's input size, into a "
                                "cache all trials share (see image_cache.py); false decodes files every epoch")
     cache_dir: Optional[str] = Field(None, description="image cache folder; default <save_dir>/image_cache")
@@ -304,6 +314,17 @@ class Settings(StrictModel):
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     hpo: HpoSettings = Field(default_factory=HpoSettings)
+
+    @field_validator("default_class_map")
+    @classmethod
+    def _class_names(cls, value: list[str]) -> list[str]:
+        return check_class_names(value, "")  # the settings error names the key
+
+    @field_validator("class_maps")
+    @classmethod
+    def _other_class_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {key: check_class_names(names, key) if isinstance(names, list) and
+                all(isinstance(n, str) for n in names) else names for key, names in value.items()}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Settings":

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from obdb.imageio import probe_image
-from obdb.records import AnnotationSet, ImageRecord, SkippedImage
+from obdb.records import AnnotationSet, ImageRecord, SkippedImage, map_label
 from obdb.sources.base import SourceError
 from obdb.sources.formats import ParsedFile, ParsedImage, parse_file
 from obdb.sources.grouping import frame_group
@@ -107,7 +107,7 @@ def _build_record(parsed: ParsedFile, image: ParsedImage, path: Path, size: tupl
     occluded: list[bool] = []
     difficult: list[bool] = []
     for box in image.boxes:
-        label = label_map[box.label] if box.label in label_map else box.label
+        label = map_label(box.label, label_map, f"{parsed.task}/{image.name}")
         if not label:
             stats.label_dropped += 1
             continue

@@ -29,11 +29,17 @@ class Strata:
     name: str
     counts: np.ndarray
     weight: float = 1.0
+    #: every column that occurs in at least as many groups as there are bins gets at least one of
+    #: those groups in every bin (e.g. every class in validation): squared-share balancing alone may
+    #: leave a rare class out of the small bin, because overshooting its share costs more than 0 %
+    cover: bool = False
 
 
-def _group_matrix(group_index: np.ndarray, n_groups: int, strata: Sequence[Strata]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group counts of all strata side by side, and the weight of each column."""
-    blocks, weights = [], []
+def _group_matrix(group_index: np.ndarray, n_groups: int,
+                  strata: Sequence[Strata]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group counts of all strata side by side, the weight of each column and which columns
+    every bin must cover."""
+    blocks, weights, cover = [], [], []
     for family in strata:
         counts = np.asarray(family.counts, dtype=np.float64).reshape(len(group_index), -1)
         present = counts.sum(axis=0) > 0
@@ -44,9 +50,10 @@ def _group_matrix(group_index: np.ndarray, n_groups: int, strata: Sequence[Strat
         np.add.at(summed, group_index, counts)
         blocks.append(summed)
         weights.append(np.full(counts.shape[1], family.weight / counts.shape[1]))
+        cover.append(np.full(counts.shape[1], family.cover))
     if not blocks:
         raise SplitError("nothing to balance: every stratum is empty")
-    return np.hstack(blocks), np.concatenate(weights)
+    return np.hstack(blocks), np.concatenate(weights), np.concatenate(cover)
 
 
 def _cost(bins: np.ndarray, totals: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> float:
@@ -87,6 +94,27 @@ def _fill_empty_bins(choice: np.ndarray, sizes: np.ndarray, n_bins: int) -> np.n
     return choice
 
 
+def _cover_columns(choice: np.ndarray, matrix: np.ndarray, cover: np.ndarray, sizes: np.ndarray,
+                   n_bins: int) -> np.ndarray:
+    """Give every bin at least one group of each covered column that spans enough groups, taking
+    the smallest such group from the bin that holds the most of them."""
+    choice = choice.copy()
+    for column in np.flatnonzero(cover):
+        holders = np.flatnonzero(matrix[:, column] > 0)
+        if len(holders) < n_bins:
+            continue
+        for b in range(n_bins):
+            if (choice[holders] == b).any():
+                continue
+            per_bin = np.bincount(choice[holders], minlength=n_bins)
+            donor = int(np.argmax(per_bin))
+            if per_bin[donor] < 2:
+                break
+            members = holders[choice[holders] == donor]
+            choice[members[np.argmin(sizes[members])]] = b
+    return choice
+
+
 def balanced_groups(group_index: np.ndarray, strata: Sequence[Strata], targets: Sequence[float], *, seed: int,
                     restarts: int = 4) -> tuple[np.ndarray, dict[str, float]]:
     """Bin of every image (``0..len(targets)-1``) with whole groups per bin.
@@ -103,7 +131,7 @@ def balanced_groups(group_index: np.ndarray, strata: Sequence[Strata], targets: 
         raise SplitError(f"a split into {len(target)} parts needs at least {len(target)} groups, found {n_groups}; "
                          "set data.group_regex to name smaller groups (e.g. one per video), use fewer folds, "
                          "or split.method 'random' for unrelated images")
-    matrix, weights = _group_matrix(group_index, n_groups, strata)
+    matrix, weights, cover = _group_matrix(group_index, n_groups, strata)
     totals = matrix.sum(axis=0)
     sizes = np.bincount(group_index, minlength=n_groups).astype(np.float64)
     best_choice, best_cost = None, np.inf
@@ -112,6 +140,7 @@ def balanced_groups(group_index: np.ndarray, strata: Sequence[Strata], targets: 
         noisy = sizes * rng.uniform(0.5, 1.5, size=n_groups)
         order = np.lexsort((rng.permutation(n_groups), -noisy))
         choice = _fill_empty_bins(_greedy(matrix, order, target, weights), sizes, len(target))
+        choice = _cover_columns(choice, matrix, cover, sizes, len(target))
         placed = np.zeros((len(target), matrix.shape[1]))
         np.add.at(placed, choice, matrix)
         cost = _cost(placed, totals, target, weights)

@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..fileio import file_sha256, read_json, write_json, write_with
+from ..imageio import DECODE_VERSION, open_rgb
 from ..records import ImageRecord, stable_hash
 from .base import SplitError
 from .features import FeatureExtractor, crop_boxes
@@ -114,8 +115,7 @@ class FeatureCache:
 
 def _open_rgb(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_rgb(path)
     except (OSError, ValueError) as err:
         raise SplitError(f"cannot read image {path} for split features: {err}") from None
 
@@ -133,7 +133,8 @@ def compute_features(records: Sequence[ImageRecord], extractors: Sequence[Featur
     ``"<id>+crops"``: the mean feature of the record's box crops (zeros for a frame without boxes),
     which weights "what the objects look like" next to "what the frame looks like".
     """
-    hashes = cache.content_hashes([r.path for r in records], progress=progress)
+    # the decoding version is part of every key: features of pixels decoded another way are stale
+    hashes = [f"{h}-d{DECODE_VERSION}" for h in cache.content_hashes([r.path for r in records], progress=progress)]
     jobs: list[tuple[str, FeatureExtractor, bool]] = [(e.id, e, False) for e in extractors]
     if crops and extractors:
         jobs.append((f"{extractors[0].id}+crops", extractors[0], True))

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..fileio import write_with
+from ..imageio import open_rgb
 from ..plotting import pyplot, save_figure
 from ..records import ImageRecord
 from .base import VAL, SplitManifest
@@ -148,8 +149,7 @@ def plot_thumbnails(path: Path, manifest: SplitManifest, analysis: Analysis, rec
     canvas = Image.new("RGB", (grid * cell, grid * cell + legend_height), "white")
     draw = ImageDraw.Draw(canvas)
     for (cx, cy), i in best.items():
-        with Image.open(records[i].path) as image:
-            thumb = image.convert("RGB").resize((cell - 4, cell - 4), Image.Resampling.BILINEAR)
+        thumb = open_rgb(records[i].path).resize((cell - 4, cell - 4), Image.Resampling.BILINEAR)
         side = manifest.assignment[analysis.ids[i]]
         left, top = cx * cell, (grid - 1 - cy) * cell  # map y grows upwards, image rows downwards
         draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill=VAL_COLOUR if side == VAL else TRAIN_COLOUR)

@@ -155,7 +155,7 @@ def tsne_split(records: Sequence[ImageRecord], analysis: Analysis, options: Tsne
     if options.balance_classes:
         counts, _ = class_counts(records)
         if counts.shape[1]:
-            strata.append(Strata("classes", counts))
+            strata.append(Strata("classes", counts, cover=True))
     if options.folds:
         targets = [1.0 / options.folds] * options.folds
     else:
