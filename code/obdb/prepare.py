@@ -13,10 +13,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
+from .fullhd import apply_full_hd
 from .lint import LintError, LintResult, lint_for_run
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, records_by_split
 from .settings import Settings
 from .sources.factory import source_from_settings
+from .sources.grouping import assign_groups
 from .split import TRAIN, VAL, SplitManifest, SplitOutcome, split_for_run
 
 log = logging.getLogger(__name__)
@@ -46,17 +48,23 @@ class Prepared:
 
 
 def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet:
-    """The settings' source, loaded, less ``data.excluded_frames`` (a new set; the source's own
-    account of skipped images and dropped boxes is kept)."""
+    """The settings' source, loaded, less ``data.excluded_frames``, 4K frames as their full-HD crop
+    (``full_hd``) and every frame in its recording's group (a new set; the source's own account of
+    skipped images and dropped boxes is kept)."""
     loaded = source_from_settings(settings, progress=progress).load()
-    if not settings.data.excluded_frames:
-        return loaded
-    excluded = set(settings.data.excluded_frames)
-    kept = [r for r in loaded.records
-            if not ({r.image_id, r.path.name, str(r.path)} & excluded
-                    or any(str(r.path).endswith("/" + e.lstrip("/")) for e in excluded))]
-    log.info("excluded_frames removed %d image(s)", len(loaded.records) - len(kept))
-    return replace(loaded, records=kept)
+    data = settings.data
+    if data.excluded_frames:
+        excluded = set(data.excluded_frames)
+        kept = [r for r in loaded.records
+                if not ({r.image_id, r.path.name, str(r.path)} & excluded
+                        or any(str(r.path).endswith("/" + e.lstrip("/")) for e in excluded))]
+        log.info("excluded_frames removed %d image(s)", len(loaded.records) - len(kept))
+        loaded = replace(loaded, records=kept)
+    # the records were made just now, for this set alone: changing them here changes no one else's
+    if data.full_hd:  # 4K frames -> their bottom-centre full-HD region, boxes clipped (obdb.fullhd)
+        apply_full_hd(loaded.records)
+    assign_groups(loaded.records, data.group_regex)  # recordings, before lint and split look at groups
+    return loaded
 
 
 def require_records(annotations: AnnotationSet) -> None:
@@ -95,7 +103,7 @@ def _lint(annotations: AnnotationSet, settings: Settings, save_dir: Path, write:
 
 def prepare(settings: Settings, *, progress: bool = True, save_dir: Path | None = None, write: bool = True,
             class_map: ClassMap | None = None, split: bool = True, manifest: SplitManifest | None = None,
-            split_report: bool | None = None, log_split_summary: bool = True,
+            split_report: bool | None = None, log_split_summary: bool = True, fail_on_leak: bool | None = None,
             require_boxes: bool = False) -> Prepared:
     """Load, lint (lint before the class map: lint lists the boxes of labels outside it), choose the
     class map (``class_map``: a model's own) and drop the boxes outside it, then split.
@@ -103,7 +111,8 @@ def prepare(settings: Settings, *, progress: bool = True, save_dir: Path | None 
     ``write``: the lint report and the split manifest (and report: ``split_report``, default for
     ``tsne`` only) go under ``save_dir`` (default ``settings.save_dir``); without it neither is
     written (a ``tsne`` split still caches its image features). ``manifest``: use this split (a model's) instead of making one; records it
-    does not name are in neither side. ``require_boxes``: an error when no box is left (training)."""
+    does not name are in neither side. ``fail_on_leak``: as :func:`obdb.split.split_for_run` (default
+    ``split.fail_on_leak``). ``require_boxes``: an error when no box is left (training)."""
     save_dir = Path(save_dir if save_dir is not None else settings.save_dir)
     annotations, linted = _lint(load_annotations(settings, progress), settings, save_dir, write, progress)
     require_records(annotations)
@@ -116,7 +125,8 @@ def prepare(settings: Settings, *, progress: bool = True, save_dir: Path | None 
         return prepared
     if manifest is None:
         outcome = split_for_run(annotations.records, settings, save_dir=save_dir, progress=progress,
-                                report=split_report if write else False, log_summary=log_split_summary, save=write)
+                                report=split_report if write else False, log_summary=log_split_summary,
+                                fail_on_leak=fail_on_leak, save=write)
         prepared.split_outcome, manifest = outcome, outcome.manifest
         prepared.split_file = outcome.manifest_file if write else None
     prepared.split = manifest

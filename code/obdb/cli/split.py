@@ -8,10 +8,9 @@ judged for balance and leakage before training on it.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Sequence
 
-from .common import EXIT_OK, add_common, add_settings_args, guarded, setup_logging
+from .common import EXIT_OK, add_bool, add_common, add_settings_args, guarded, setup_logging
 
 
 def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
@@ -20,6 +19,8 @@ def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
         "manifest and its report (class/cluster counts, divergences, leakage check, t-SNE figures) under "
         "<save_dir>/splits/.")
     add_settings_args(parser, "split.method=tsne split.tsne.folds=5")
+    add_bool(parser, "--fail-on-leak", "exit 2 when groups or neighbouring frames straddle train and val; "
+             "unset: the setting split.fail_on_leak decides", default=None)  # type: ignore[arg-type]
     add_common(parser)
     return parser
 
@@ -29,16 +30,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
     setup_logging(args.log_level)
 
     def body() -> int:
+        from .. import pipeline
+        from ..fileio import remove_stale_temps
         from ..outputs import check_writable
         from ..prepare import prepare
         from ..settings import load_settings
         from ..split.report import summary_lines
 
         settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
-        save_dir = Path(settings.save_dir)
-        check_writable(save_dir)
-        prepared = prepare(settings, save_dir=save_dir, progress=args.progress, split_report=True,
-                           log_split_summary=False)
+        paths = pipeline.run_paths(settings)
+        check_writable(paths.save_dir)
+        remove_stale_temps(paths.splits_dir())  # what a killed earlier `obdb split` left (ours only)
+        prepared = prepare(settings, save_dir=paths.save_dir, progress=args.progress, split_report=True,
+                           log_split_summary=False, fail_on_leak=False)
         outcome = prepared.split_outcome
         assert outcome is not None and outcome.report is not None
         print("\n".join(summary_lines(outcome.report)))
@@ -50,6 +54,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
         figures = [str(outcome.report_files[k]) for k in ("tsne", "divergence", "thumbnails")
                    if k in outcome.report_files]
         print(f"figures:  {', '.join(figures)}")
+        fail = settings.split.fail_on_leak if args.fail_on_leak is None else args.fail_on_leak
+        if fail and outcome.leak_count:  # after the summary, so the user sees what leaks
+            from ..split.service import SplitLeakError
+
+            raise SplitLeakError(f"{outcome.leak_message()}; failing because of --fail-on-leak / split.fail_on_leak")
         return EXIT_OK
 
     return guarded(body)
