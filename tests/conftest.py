@@ -91,7 +91,7 @@ def tiny_settings(data: Path, out: Path, **changes: Any) -> dict[str, Any]:
         "default_class_map": ["Background", *LABELS],
         "data": {"images_dir": str(data / "images")},
         "split": {"method": "group", "val_fraction": 0.25},
-        "model": {"min_size": 96, "max_size": 96},
+        "model": {"min_size": 96, "max_size": 96, "pretrained": "none"},  # no downloads in tests
         "train": {"batch_size": 3, "workers": 0, "device": "cpu", "warmup_iters": 2},
         "hpo": {"pruner": "none"},
     }
@@ -259,3 +259,84 @@ def mongo_commands(mongo_server: str, mongo_db):
         yield client[mongo_db.name], log
     finally:
         client.close()
+
+
+# --------------------------------------------------------------------------- pretrained weights
+# A local stand-in for download.pytorch.org: small real state_dicts, named as torchvision names its
+# files (``<name>-<first 8 hex of sha256>.pth``), served from 127.0.0.1 and registered in
+# obdb.models.hub.REGISTRY so lookups compute their names and URLs from it.
+class WeightServer:
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import http.server
+        import threading
+
+        self.root, self.monkeypatch = root, monkeypatch
+        self.requests: list[str] = []
+        self.truncate = False
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                server.requests.append(self.path)
+                if not server.truncate:
+                    return super().do_GET()
+                data = (root / self.path.lstrip("/")).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])  # then the connection drops
+                self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/models/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def publish(self, state: dict[str, Any], name: str, kind: str = "imagenet", *, wrong_hash: bool = False) -> Any:
+        """Serve ``state`` as torchvision would name it and register it for ``(kind, name)``."""
+        import hashlib
+
+        import torch
+
+        from obdb.models import hub
+
+        (self.root / "models").mkdir(parents=True, exist_ok=True)
+        staging = self.root / f"{name}.staging"
+        torch.save(state, staging)
+        digest = hashlib.sha256(staging.read_bytes()).hexdigest()
+        file_name = f"{name}-{'deadbeef' if wrong_hash else digest[:8]}.pth"
+        staging.rename(self.root / "models" / file_name)
+        entry = hub.WeightsFile(name, kind, file_name, hub.TORCHVISION_URL_BASE + file_name)
+        self.monkeypatch.setitem(hub.REGISTRY, (kind, name), entry)
+        return entry
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def weight_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Downloads go to this server and into an empty torch hub cache under tmp_path."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("OBDB_WEIGHTS_DIR", raising=False)
+    server = WeightServer(tmp_path / "served", monkeypatch)
+    monkeypatch.setenv("OBDB_WEIGHTS_URL_BASE", server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def no_weight_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Downloads go to a closed port; the torch hub cache is empty."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("OBDB_WEIGHTS_DIR", raising=False)
+    url = f"http://127.0.0.1:{free_port()}/models/"
+    monkeypatch.setenv("OBDB_WEIGHTS_URL_BASE", url)
+    return url

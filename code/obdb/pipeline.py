@@ -22,14 +22,14 @@ from .hpo.coordination import FinalClaim, claim_final, runner_lock
 from .hpo.storage import StorageUnavailable, check_reachable, is_shared
 from .hpo.warmstart import WarmStart, WarmStartError, check_entries, previous_search
 from .hpo.warmstart import resolve as resolve_warm_starts
-from .models import ModelError, ModelSpec, read_header, resolve_variant, save_model
+from .models import ModelError, ModelSpec, prepare_weights, read_header, resolve_variant, save_model, variant_version
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .paths import UnsafeName, safe_component
 from .prepare import Prepared, RunError, prepare
 from .records import stable_hash
 from .settings import HyperParams, Settings
 from .training import distributed
-from .training.config import fit_config, fit_data, model_spec
+from .training.config import fit_config, fit_data, model_spec, weights_dir
 from .training.fit import EarlySubset, FitConfig, FitData, fit
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
         block = settings.variant(variant)
         try:
             resolve_variant(variant, backbone=block.backbone, head=block.head)
+            check_pretrained_for(settings, variant)  # coco without a COCO detector, a missing file
         except ModelError as err:
             problems.append(f"variants[{index}] ({variant}): {err}")
         if block.run_hpo and not settings.hpo_parameters:
@@ -81,6 +82,30 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
                         "(use \"auto\" to train on the CPU when there is none)")
     if problems:
         raise RunError("settings cannot run:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def check_pretrained_for(settings: Settings, variant: str) -> None:
+    """``model.pretrained`` fits this variant (without looking for or downloading any file)."""
+    from .models import check_pretrained
+    from .models.hub import coco_model_name
+
+    pretrained = check_pretrained(settings.model.pretrained)
+    if pretrained == "coco":
+        spec = model_spec(settings, variant, 2)
+        coco_model_name(spec.backbone, spec.head, variant_version(variant))
+
+
+def fetch_pretrained(settings: Settings, variants: Sequence[str], progress: bool = True) -> None:
+    """Every weights file the run will need, local or downloaded now: a file that cannot be had
+    stops the run (exit 2) before anything is written, not hours later at the final training."""
+    for variant in variants:
+        prepare_weights(model_spec(settings, variant, 2), settings.model.pretrained, weights_dir=weights_dir(settings),
+                        version=variant_version(variant), progress=progress)
+    tsne = settings.split.tsne
+    if settings.split.method == "tsne" and tsne.features == "backbone" and settings.model.pretrained != "none":
+        from .models import imagenet_weights
+
+        imagenet_weights(tsne.backbone, weights_dir(settings), progress=progress)
 
 
 def check_outputs_readable(paths: RunPaths, variants: Sequence[str]) -> None:
@@ -324,6 +349,7 @@ def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: 
     if unknown:
         raise RunError(f"--variants names {unknown} that are not in the settings' variants {settings.variants}")
     check_run(settings, chosen)
+    fetch_pretrained(settings, chosen, progress)
     paths = run_paths(settings)
     url = storage_url(settings.hpo.storage, paths.save_dir)
     try:

@@ -24,11 +24,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "code"))
 
+import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import obdb.pipeline as pipeline  # noqa: E402
 from obdb.cli.runner import main  # noqa: E402
-from obdb.training import TrainState  # noqa: E402
+from obdb.training import EpochResult, Trainer, TrainState  # noqa: E402
 
 CALLS = 0
 
@@ -61,9 +62,11 @@ def fake_fit(data: Any, config: Any, params: Any, *, max_epochs: int, name: str,
             time.sleep(600)  # killed by the test long before this ends
     if CALLS == 1 and os.environ.get("FAKE_HANG_NAME") and os.environ["FAKE_HANG_NAME"] in name:
         time.sleep(600)
-    state = TrainState()
-    trainer = type("FakeTrainer", (), {})()
-    trainer.state, trainer.metrics = state, {}
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1), [], device=torch.device("cpu"),
+                      max_epochs=max_epochs, progress=False)  # a real trainer that never trains
+    state = trainer.state
     quality = 1.0 / (1.0 + abs(math.log10(params.lr) + 2.0))
     for epoch in range(1, max_epochs + 1):
         time.sleep(float(os.environ.get("FAKE_SLEEP", "0.2")))
@@ -71,7 +74,7 @@ def fake_fit(data: Any, config: Any, params: Any, *, max_epochs: int, name: str,
         state.epoch = epoch
         if score > state.best_score:
             state.best_score, state.best_epoch = score, epoch
-        trainer.metrics = {"score": score}
+        trainer.result = EpochResult(score, improved=score >= state.best_score)
         for hook in extra_hooks:
             hook.after_epoch(trainer)
         state.history.append({"epoch": float(epoch), "val/map": score})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..models import ModelSpec, resolve_variant
+from ..models import ModelSpec, resolve_variant, variant_version
 from ..records import ClassMap, ImageRecord
 from ..settings import Settings
 from .fit import FitConfig, FitData, resolve_device
@@ -21,13 +21,18 @@ def model_spec(settings: Settings, variant: str, num_classes: int) -> ModelSpec:
                      max_size=settings.model.max_size, trainable_layers=settings.model.trainable_layers)
 
 
+def weights_dir(settings: Settings) -> Path | None:
+    return Path(settings.model.weights_dir) if settings.model.weights_dir else None
+
+
 def fit_config(settings: Settings, variant: str, spec: ModelSpec, progress: bool) -> FitConfig:
     block = settings.variant(variant)
     train = settings.train
     return FitConfig(spec=spec, device=resolve_device(train.device), batch_size=train.batch_size,
                      eval_batch_size=train.eval_batch_size, workers=train.workers, warmup_iters=train.warmup_iters,
                      amp=train.amp, metric=settings.hpo.metric, max_detections=train.max_detections,
-                     weights_dir=Path(settings.model.weights_dir) if settings.model.weights_dir else None,
+                     weights_dir=weights_dir(settings), pretrained=settings.model.pretrained,
+                     version=variant_version(variant), freeze_backbone_epochs=settings.model.freeze_backbone_epochs,
                      pretrained_model_path=Path(block.pretrained_model_path) if block.pretrained_model_path else None,
                      seed=settings.seed, progress=progress)
 
