@@ -163,7 +163,7 @@ def test_server_down_is_a_clear_cli_error(original, tmp_path, capsys, monkeypatc
     settings.write_text(json.dumps({"variants": ["resnet18"], "data": {"mongo": {
         "host": "127.0.0.1", "port": free_port(), "timeout_s": 1.2, "retries": 1}}}))
     code = obdb(["db", "import", str(original), "-f", str(settings), "--progress", "false"])
-    assert code == 2
+    assert code == 3  # a service not reachable after retries (the exit-code table)
     assert "is not reachable after 2 attempt(s)" in capsys.readouterr().err
 
 

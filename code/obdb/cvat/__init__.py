@@ -7,11 +7,13 @@ writes, backups), and the write path that ``auto_annotate`` and ``obdb review --
 ``push`` (plan and apply under one set of safety rules), ``detection`` (a model as a cvat-sdk
 detection function). Callers use the names exported here.
 """
-from .connection import (SUPPORTED_SERVER_VERSIONS, CvatCredentials, CvatError, CvatSession, connect)
+from .connection import (SUPPORTED_SERVER_VERSIONS, CvatCredentials, CvatError, CvatSession, CvatUnavailable,
+                         connect)
 from .dedupe import AUTO
 from .errors import AnnotateError
 from .plan import TaskPlan, format_plans
-from .push import RunOptions, apply_plan, find_task_by_name, finish, plan_create, plan_for_files, plan_update
+from .push import (RunOptions, apply_plan, check_target, find_task_by_name, finish, plan_create, plan_for_files,
+                   plan_update)
 from .review import ACCEPTED, REJECTED, REVIEW, SCORE, UNREVIEWED, format_score, label_definitions
 from .shapes import NamedShape, auto_shapes, named_shape
 from .tasks import (FrameMeta, TaskInfo, download_frame, expand_tracks, find_task, get_annotations, get_task,
@@ -20,12 +22,13 @@ from .writes import (add_label_attributes, add_shapes, backup_annotations, creat
                      replace_annotations, set_jobs_state)
 
 __all__ = [
-    "SUPPORTED_SERVER_VERSIONS", "CvatCredentials", "CvatError", "CvatSession", "connect",
+    "SUPPORTED_SERVER_VERSIONS", "CvatCredentials", "CvatError", "CvatSession", "CvatUnavailable", "connect",
     "FrameMeta", "TaskInfo", "download_frame", "expand_tracks", "find_task", "get_annotations", "get_task",
     "list_tasks", "task_frames", "task_labels",
     "add_label_attributes", "add_shapes", "backup_annotations", "create_task", "delete_shapes", "delete_task", "read_backup",
     "replace_annotations", "set_jobs_state",
-    "AUTO", "AnnotateError", "TaskPlan", "format_plans", "RunOptions", "apply_plan", "find_task_by_name", "finish",
+    "AUTO", "AnnotateError", "TaskPlan", "format_plans", "RunOptions", "apply_plan", "check_target", "find_task_by_name",
+    "finish",
     "plan_create", "plan_for_files", "plan_update", "ACCEPTED", "REJECTED", "REVIEW", "SCORE", "UNREVIEWED",
     "format_score", "label_definitions", "NamedShape", "auto_shapes", "named_shape",
 ]

@@ -19,7 +19,7 @@ from cvat_sdk.auto_annotation import (
     text_attribute_spec,
 )
 
-from .review import REVIEW, REVIEW_VALUES, SCORE, UNREVIEWED, format_score
+from .review import NEUTRAL, REVIEW, REVIEW_VALUES, SCORE, UNREVIEWED, format_score
 
 REVIEW_SPEC_ID, SCORE_SPEC_ID = 1, 2  # attribute ids inside the function spec (the SDK remaps them)
 
@@ -29,7 +29,7 @@ def detection_spec(label_names: Sequence[str]) -> DetectionFunctionSpec:
     map's indices), each with the review and score attributes. The SDK validates it on construction."""
     return DetectionFunctionSpec(labels=[
         label_spec(name, index, type="rectangle", attributes=[
-            select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=UNREVIEWED),
+            select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=NEUTRAL),
             text_attribute_spec(SCORE, SCORE_SPEC_ID),
         ])
         for index, name in enumerate(label_names, start=1)

@@ -37,7 +37,8 @@ BATCH = "obdb_batch"
 #: them (they are repeated in every shape, so short names keep the reply small). A missing field
 #: stays missing.
 SHAPE_FIELDS = {"i": "_id", "t": "shape_types", "p": "points", "c": "object_class", "l": "label_id",
-                "o": "occluded", "n": "img_path", "w": "img_width", "h": "img_height"}
+                "o": "occluded", "n": "img_path", "w": "img_width", "h": "img_height",
+                "r": "source", "a": "attributes"}  # r, a: the ground-truth rule (obdb.sources.truth)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
