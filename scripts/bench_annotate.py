@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def make_shapes(n: int, frames: int, seed: int = 0) -> list[dict]:
     from obdb.annotate.function import Detections
-    from obdb.annotate.shapes import auto_shapes
+    from obdb.cvat.shapes import auto_shapes
 
     import numpy as np
 
@@ -64,8 +64,8 @@ def main() -> int:
 
     from fake_cvat import FakeCvatServer
 
-    from obdb.annotate.push import RunOptions, finish, plan_update
-    from obdb.annotate.shapes import resolve_shapes
+    from obdb.cvat.push import RunOptions, finish, plan_update
+    from obdb.cvat.shapes import resolve_shapes
     from obdb.cvat import CvatCredentials, connect, get_annotations, get_task
     from obdb.cvat.writes import add_shapes
 
@@ -77,7 +77,7 @@ def main() -> int:
         batched_id = fake.add_task("batched", ["weed", "crop"], frames)
         single_id = fake.add_task("per shape", ["weed", "crop"], frames)
         # per-shape arm gets its labels' review attributes up front (not timed), so both push the same JSON
-        from obdb.annotate.review import review_attribute_specs
+        from obdb.cvat.review import review_attribute_specs
         from obdb.cvat.writes import add_label_attributes
 
         for label in fake.tasks[single_id].labels:

@@ -60,6 +60,7 @@ import torch  # noqa: E402
 from obdb import pipeline  # noqa: E402
 from obdb.settings.loader import parse_settings  # noqa: E402
 from obdb.settings.schema import HyperParams  # noqa: E402
+from obdb.training import config as training_config  # noqa: E402
 from obdb.training import fit as fit_module  # noqa: E402
 
 WITHIN = 0.98
@@ -157,7 +158,7 @@ def loader_throughput(args: argparse.Namespace, out: Path, rounds: int = 3) -> d
     paths = pipeline.run_paths(settings)
     prepared = pipeline.prepare_data(settings, paths, progress=False)
     data = fit_module.FitData(prepared.train, prepared.val, prepared.class_map, cache_images=True,
-                              cache_dir=pipeline.image_cache_dir(settings, paths), progress=False)
+                              cache_dir=training_config.image_cache_dir(settings), progress=False)
     built = time.perf_counter()
     data.use_size(args.size, args.size)
     cached = data.train_set
@@ -184,11 +185,9 @@ def prepare_arm(args: argparse.Namespace, arm: str, out: Path) -> tuple[Any, Any
     settings = arm_settings(args, arm, out)
     paths = pipeline.run_paths(settings)
     prepared = pipeline.prepare_data(settings, paths, progress=False)
-    spec = pipeline.model_spec(settings, args.variant, prepared.class_map.num_classes)
-    config = pipeline.fit_config(settings, args.variant, spec, progress=False)
-    data = fit_module.FitData(prepared.train, prepared.val, prepared.class_map, hflip=settings.train.hflip,
-                              photometric=settings.train.photometric, cache_images=settings.train.cache_images,
-                              cache_dir=pipeline.image_cache_dir(settings, paths), progress=False)
+    spec = training_config.model_spec(settings, args.variant, prepared.class_map.num_classes)
+    config = training_config.fit_config(settings, args.variant, spec, progress=False)
+    data = training_config.fit_data(settings, prepared.train, prepared.val, prepared.class_map, progress=False)
     return settings, paths, prepared, config, data
 
 

@@ -5,25 +5,19 @@
         [--rtt-ms 0 1 2 5 10] [--json PATH]
 
 Builds a synthetic database in the original layout (``--frames`` frames and ``--shapes`` rectangle
-shapes spread over ``--tasks`` tasks, written with :func:`obdb.mongo.layout.write_task`, which also
-writes each task's ``task_frames`` read view) on a SecantusDB server started as a subprocess on a
+shapes spread over ``--tasks`` tasks, written with :func:`obdb.mongo.layout.write_task`) on a
+SecantusDB server started as a subprocess on a
 free 127.0.0.1 port (or on the server in ``MONGODB_URI``, in a scratch database that is dropped
 afterwards). Then, for every task:
 
-* **obdb**: what :class:`obdb.sources.mongo.MongoSource` does with a task obdb wrote (after
-  ``obdb sync``): the ``meta`` document, the task's view parts (one ``find``) and the count guard
-  (one indexed ``count_documents`` of the task's shapes) (:func:`read_task_frames`), converted by
-  :func:`frames_to_parsed`;
-* **obdb, aggregation**: the same reader with the view path disabled (``view=False``): the ``meta``
-  document, then one aggregation grouping the task's shapes by frame on the server. This is what
-  tasks imported from the original system's exports (``obdb db import``, no batch) always get;
-* **view, no count guard**: the view path without its ``count_documents`` (not what the source
-  does; it shows what the guard costs);
+* **obdb**: what :class:`obdb.sources.mongo.MongoSource` does with every task: the ``meta``
+  document, then one aggregation grouping the task's shapes by frame on the server
+  (:func:`obdb.mongo.layout.read_task_frames`), converted by :func:`frames_to_task`;
 * **per-frame**: the ``meta`` document, then one ``find({"task_name", "frame"})`` per frame, as
   the original loader did (same ``(task_name, obdb_batch, frame)`` index), converted from whole
-  documents by :func:`task_to_parsed`.
+  documents by the tests' reference reader (``tests/mongo/reference_reader.py``).
 
-All arms' parse results are checked to be identical. Image files are not involved (their checks
+Both arms' parse results are checked to be identical. Image files are not involved (their checks
 cost the same whatever the reader).
 
 A database is rarely on the same host as its readers, and what the per-frame loop loses is one
@@ -38,8 +32,7 @@ CPU (read from /proc when the server is the script's subprocess) and client CPU 
 decoding, converting). The per-frame loop's time is about frames x query round trip + shapes x its
 per-shape costs; obdb's is about shapes x its per-shape costs + a few round trips per task.
 
-Arms rotate over ``--rounds`` rounds at each RTT; the ratios are per-frame median ÷ obdb median and
-per-frame median ÷ aggregation median. Each arm starts from the same heap: the results kept for the
+Arms rotate over ``--rounds`` rounds at each RTT; the ratios are per-frame median ÷ obdb median. Each arm starts from the same heap: the results kept for the
 identity check are frozen out of the garbage collector (``gc.freeze``) first, so no arm's
 collections walk another arm's objects (within an arm, its earlier tasks' results count, as they do
 in :class:`~obdb.sources.mongo.MongoSource`). Exit status is 0 whatever the ratio (a measurement, not a
@@ -70,6 +63,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "code"))
+sys.path.insert(0, str(ROOT / "tests" / "mongo"))  # the reference reader
 
 import pymongo  # noqa: E402
 from bson import CodecOptions, decode  # noqa: E402
@@ -78,17 +72,17 @@ from pymongo.uri_parser import parse_uri  # noqa: E402
 
 from obdb.fileio import write_json  # noqa: E402
 from obdb.mongo.connection import ensure_indexes  # noqa: E402
-from obdb.mongo.layout import BATCH, VIEW, StoredTask, find_tasks, shape_order, write_task  # noqa: E402
-from obdb.sources.mongo import (  # noqa: E402
+from obdb.mongo.layout import (  # noqa: E402
     _BATCH_SIZE,
-    _Counts,
+    BATCH,
     TaskFrames,
+    find_tasks,
     frames_pipeline,
-    frames_to_parsed,
     read_task_frames,
-    read_view,
-    task_to_parsed,
+    write_task,
 )
+from obdb.sources.mongo import frames_to_task  # noqa: E402
+from reference_reader import StoredTask, shape_order, task_to_parsed  # noqa: E402
 
 TARGET = 20.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -219,35 +213,17 @@ def relayed_uri(uri: str, port: int) -> str:
 
 
 def read_obdb(db, names: list[str]):
-    counts = _Counts()
-    return [frames_to_parsed(read_task_frames(db, doc), db.name, "bbox", counts) for doc in find_tasks(db, names)]
-
-
-def read_aggregation(db, names: list[str]):
-    counts = _Counts()
-    return [frames_to_parsed(read_task_frames(db, doc, view=False), db.name, "bbox", counts)
-            for doc in find_tasks(db, names)]
-
-
-def read_view_unguarded(db, names: list[str]):
-    counts = _Counts()
-    out = []
-    for doc in find_tasks(db, names):
-        meta = db.meta.find_one({"task_name": doc["name"]})
-        groups = read_view(db, doc["name"], doc.get(BATCH), check_count=False)
-        out.append(frames_to_parsed(TaskFrames(doc, meta["frames"], groups), db.name, "bbox", counts))
-    return out
+    return [frames_to_task(read_task_frames(db, doc), db.name, Path(".")) for doc in find_tasks(db, names)]
 
 
 def read_per_frame(db, names: list[str]):
-    counts = _Counts()
     out = []
     for doc in find_tasks(db, names):
         meta = db.meta.find_one({"task_name": doc["name"]})
         shapes = []
         for frame in range(len(meta["frames"])):
             shapes += db.annotation_data.find({"task_name": doc["name"], BATCH: doc.get(BATCH), "frame": frame})
-        out.append(task_to_parsed(StoredTask(doc, meta["frames"], shapes), db.name, "bbox", counts))
+        out.append(task_to_parsed(StoredTask(doc, meta["frames"], shapes), db.name))
     return out
 
 
@@ -263,7 +239,7 @@ def per_shape_costs(db, names: list[str], server_pid: int | None) -> dict[str, d
     """Server CPU, client CPU and wall time per shape of each query form, on ``db``'s connection.
 
     The query runs with undecoded (raw) documents, so its client CPU is receiving only; decoding
-    and conversion are timed after it. The count guard returns no documents; it is timed alone."""
+    and conversion are timed after it."""
     raw_db = db.client.get_database(db.name, codec_options=CodecOptions(document_class=RawBSONDocument))
     options = db.codec_options
     docs = find_tasks(db, names)
@@ -273,13 +249,6 @@ def per_shape_costs(db, names: list[str], server_pid: int | None) -> dict[str, d
     def committed(doc):
         return {"task_name": doc["name"], BATCH: doc.get(BATCH)}
 
-    def view(doc):
-        return list(raw_db[VIEW].find(committed(doc), batch_size=_BATCH_SIZE))
-
-    def guard(doc):
-        db.annotation_data.count_documents(committed(doc))
-        return []
-
     def aggregation(doc):
         return list(raw_db.annotation_data.aggregate(frames_pipeline(doc["name"], doc.get(BATCH)),
                                                      batchSize=_BATCH_SIZE, allowDiskUse=True))
@@ -287,22 +256,15 @@ def per_shape_costs(db, names: list[str], server_pid: int | None) -> dict[str, d
     def whole(doc):
         return list(raw_db.annotation_data.find(committed(doc)))
 
-    def convert_view(doc, raw):
-        parts = sorted((decode(r.raw, options) for r in raw), key=lambda p: p["part"])
-        return frames_to_parsed(TaskFrames(doc, metas[doc["name"]], [g for p in parts for g in p["groups"]]),
-                                db.name, "bbox", _Counts())
-
     def convert_grouped(doc, raw):
-        return frames_to_parsed(TaskFrames(doc, metas[doc["name"]], [decode(r.raw, options) for r in raw]),
-                                db.name, "bbox", _Counts())
+        return frames_to_task(TaskFrames(doc, metas[doc["name"]], [decode(r.raw, options) for r in raw]), db.name, Path("."))
 
     def convert_whole(doc, raw):
         shapes = sorted((decode(r.raw, options) for r in raw), key=shape_order)
-        return task_to_parsed(StoredTask(doc, metas[doc["name"]], shapes), db.name, "bbox", _Counts())
+        return task_to_parsed(StoredTask(doc, metas[doc["name"]], shapes), db.name)
 
     out = {}
-    for form, query, convert in (("view", view, convert_view), ("count guard", guard, None),
-                                 ("aggregation", aggregation, convert_grouped),
+    for form, query, convert in (("aggregation", aggregation, convert_grouped),
                                  ("whole documents", whole, convert_whole)):
         server = server_cpu_s(server_pid) if server_pid else 0.0
         wall, cpu = time.perf_counter(), time.process_time()
@@ -310,9 +272,8 @@ def per_shape_costs(db, names: list[str], server_pid: int | None) -> dict[str, d
         query_wall, query_cpu = time.perf_counter() - wall, time.process_time() - cpu
         server = server_cpu_s(server_pid) - server if server_pid else None
         wall, cpu = time.perf_counter(), time.process_time()
-        if convert is not None:
-            parsed = [convert(doc, raw) for doc, raw in zip(docs, raws)]
-            assert sum(len(i.boxes) for p in parsed for i in p.images) == shapes
+        parsed = [convert(doc, raw) for doc, raw in zip(docs, raws)]
+        assert sum(len(i.boxes) for p in parsed for i in p.images) == shapes
         convert_wall, convert_cpu = time.perf_counter() - wall, time.process_time() - cpu
         out[form] = {"documents": sum(len(r) for r in raws), "bytes": sum(len(d.raw) for r in raws for d in r),
                      "server_cpu_us": None if server is None else server / shapes * 1e6,
@@ -336,8 +297,7 @@ def query_round_trip_ms(db, n: int = 200) -> float:
 # --------------------------------------------------------------------------- main
 
 
-READERS = {"obdb": read_obdb, "obdb, aggregation": read_aggregation, "view, no count guard": read_view_unguarded,
-           "per-frame": read_per_frame}
+READERS = {"obdb": read_obdb, "per-frame": read_per_frame}
 
 
 def run_rtt(db, names: list[str], rounds: int) -> tuple[dict[str, list[float]], bool]:
@@ -398,8 +358,8 @@ def main() -> int:
                            "load_before": os.getloadavg()[0]}
         print(f"server: {where}; pymongo {pymongo.version}; Python {platform.python_version()}; "
               f"load {os.getloadavg()[0]:.1f}")
-        print(f"data: {len(names)} tasks, {n_frames} frames, {n_shapes} shapes, {db[VIEW].count_documents({})} "
-              f"view parts (written in {result['setup']['write_s']:.0f} s)")
+        print(f"data: {len(names)} tasks, {n_frames} frames, {n_shapes} shapes "
+              f"(written in {result['setup']['write_s']:.0f} s)")
 
         costs = per_shape_costs(db, names, process.pid if process else None)
         result["per_shape"] = costs
@@ -431,12 +391,8 @@ def main() -> int:
             median = {arm: statistics.median(t) for arm, t in times.items()}
             loop_s = median["per-frame"]
             result["rows"].append({"rtt_ms": rtt, "relay": relay is not None, "query_round_trip_ms": round_trip,
-                                   "obdb_s": times["obdb"], "aggregation_s": times["obdb, aggregation"],
-                                   "view_unguarded_s": times["view, no count guard"], "per_frame_s": times["per-frame"],
-                                   "ratio": loop_s / median["obdb"],
-                                   "ratio_aggregation": loop_s / median["obdb, aggregation"],
-                                   "ratio_view_unguarded": loop_s / median["view, no count guard"],
-                                   "identical": same})
+                                   "obdb_s": times["obdb"], "per_frame_s": times["per-frame"],
+                                   "ratio": loop_s / median["obdb"], "identical": same})
         result["setup"]["load_after"] = os.getloadavg()[0]
     finally:
         client.drop_database(db_name)
@@ -446,16 +402,13 @@ def main() -> int:
             process.wait(timeout=30)
         storage.cleanup()
 
-    print(f"\n| RTT added | query round trip | obdb | obdb, aggregation | view, no count guard | per-frame | "
-          f"per-frame / obdb | >= {TARGET:g}x | per-frame / aggregation | per-frame / unguarded view |")
-    print("|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|")
+    print(f"\n| RTT added | query round trip | obdb | per-frame | per-frame / obdb | >= {TARGET:g}x |")
+    print("|---:|---:|---:|---:|---:|:---:|")
     for row in result["rows"]:
         label = f"{row['rtt_ms']:g} ms" if row["relay"] else "0 (direct)"
         print(f"| {label} | {row['query_round_trip_ms']:.2f} ms | {statistics.median(row['obdb_s']):.2f} s | "
-              f"{statistics.median(row['aggregation_s']):.2f} s | {statistics.median(row['view_unguarded_s']):.2f} s | "
               f"{statistics.median(row['per_frame_s']):.2f} s | {row['ratio']:.1f}x | "
-              f"{'yes' if row['ratio'] >= TARGET else 'no'} | {row['ratio_aggregation']:.1f}x | "
-              f"{row['ratio_view_unguarded']:.1f}x |")
+              f"{'yes' if row['ratio'] >= TARGET else 'no'} |")
     identical = all(row["identical"] for row in result["rows"])
     print(f"identical results in every run: {identical}")
     if args.json:

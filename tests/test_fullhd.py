@@ -111,7 +111,7 @@ def test_full_hd_in_loading_training_data_cache_lint_and_features(big_data: Path
     from obdb.dataset import DetectionDataset
     from obdb.image_cache import ImageCache
     from obdb.lint import lint
-    from obdb.pipeline import load_annotations
+    from obdb.prepare import load_annotations
     from obdb.split.cache import FeatureCache, compute_features
     from obdb.split.features import PixelExtractor
 

@@ -35,10 +35,11 @@ def test_record_checks_boxes_against_labels() -> None:
 def test_drop_unknown_labels_counts_per_label() -> None:
     records = [ImageRecord("t/a.png", Path("a.png"), 10, 10, np.arange(12).reshape(3, 4), ["weed", "rye", "rye"]),
                ImageRecord("t/b.png", Path("b.png"), 10, 10, np.arange(4).reshape(1, 4), ["weed"])]
-    dropped = drop_unknown_labels(records, ClassMap(("weed",)))
+    kept, dropped = drop_unknown_labels(records, ClassMap(("weed",)))
     assert dropped == {"rye": 2}
-    assert records[0].labels == ["weed"] and records[0].boxes.tolist() == [[0, 1, 2, 3]]
-    assert records[1].labels == ["weed"]
+    assert kept[0].labels == ["weed"] and kept[0].boxes.tolist() == [[0, 1, 2, 3]]
+    assert kept[1] is records[1] and kept[1].labels == ["weed"]  # unchanged records are not copied
+    assert records[0].labels == ["weed", "rye", "rye"] and len(records[0].boxes) == 3  # the input is not changed
 
 
 def test_stable_hash_ignores_key_order() -> None:

@@ -65,10 +65,9 @@ def decode_rgb(path: Path) -> Tensor:
     applied, high bit depths scaled: see :mod:`obdb.imageio`).
 
     ``torchvision.io.decode_image`` (libjpeg-turbo / libpng, no PIL round trip) is tried first
-    for 8-bit files because it is markedly faster (~1.7× on a 1080p JPEG), with the EXIF
-    orientation applied by torchvision itself; anything it decodes to another depth (16-bit PNGs
-    come back as uint16), and formats it cannot read (TIFF, ...), go through
-    :func:`obdb.imageio.open_rgb`.
+    for 8-bit files because it is markedly faster than PIL, with the EXIF orientation applied by
+    torchvision itself; anything it decodes to another depth (16-bit PNGs come back as uint16), and
+    formats it cannot read (TIFF, ...), go through :func:`obdb.imageio.open_rgb`.
 
     torchvision 0.29 deprecates its decoders in favour of TorchCodec and warns on every call; the
     pinned version still ships them, so that one warning is silenced here instead of flooding

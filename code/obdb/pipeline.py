@@ -1,4 +1,5 @@
-"""The runner: settings → sources → split → per variant (search →) final training → outputs.
+"""The runner: settings → data (:mod:`obdb.prepare`: load, lint, class map, split) → per variant
+(search →) final training → outputs.
 
 Stages are called in order from :func:`run` and never call each other sideways. Everything that
 can be checked without training (variant names, parameters, writable volume, data, split) is
@@ -6,50 +7,32 @@ checked first, so a bad run fails in seconds with nothing written.
 """
 from __future__ import annotations
 
-from obdb.errors import UserError
 import contextlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from .fileio import read_json, remove_stale_temps, write_json
-from .fullhd import apply_full_hd
 from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, redact, run_search, storage_url,
                   study_name)
 from .hpo.coordination import FinalClaim, claim_final, runner_lock
 from .hpo.storage import StorageUnavailable, check_reachable, is_shared
 from .hpo.warmstart import WarmStart, WarmStartError, check_entries, previous_search
 from .hpo.warmstart import resolve as resolve_warm_starts
-from .lint import LintError, lint_for_run
 from .models import ModelError, ModelSpec, prepare_weights, read_header, resolve_variant, save_model, variant_version
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .paths import UnsafeName, safe_component
-from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
+from .prepare import Prepared, RunError, prepare
+from .records import stable_hash
 from .settings import HyperParams, Settings
-from .sources.factory import load_from_settings
-from .sources.grouping import assign_groups
-from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed
-from .training.fit import EarlySubset, FitConfig, FitData, fit, resolve_device
+from .training.config import fit_config, fit_data, model_spec, weights_dir
+from .training.fit import EarlySubset, FitConfig, FitData, fit
 
 log = logging.getLogger(__name__)
-
-
-class RunError(UserError, ValueError):
-    """A run that cannot start or go on for a reason the user can fix (message says which)."""
-
-
-@dataclass
-class PreparedData:
-    annotations: AnnotationSet
-    class_map: ClassMap
-    split: SplitManifest
-    split_file: Path
-    train: list[ImageRecord]
-    val: list[ImageRecord]
 
 
 # --- stage 0: checks that need no data ---------------------------------------------------------
@@ -61,15 +44,6 @@ def run_paths(settings: Settings) -> RunPaths:
 
 def settings_hash(settings: Settings) -> str:
     return stable_hash(settings.model_dump(mode="json"))
-
-
-def model_spec(settings: Settings, variant: str, num_classes: int) -> ModelSpec:
-    block = settings.variant(variant)
-    backbone, head = resolve_variant(variant, backbone=block.backbone, head=block.head or None)
-    if block.head is None and head == "faster_rcnn":
-        head = settings.model.head
-    return ModelSpec(backbone=backbone, head=head, num_classes=num_classes, min_size=settings.model.min_size,
-                     max_size=settings.model.max_size, trainable_layers=settings.model.trainable_layers)
 
 
 def check_run(settings: Settings, variants: Sequence[str]) -> None:
@@ -134,10 +108,6 @@ def fetch_pretrained(settings: Settings, variants: Sequence[str], progress: bool
         imagenet_weights(tsne.backbone, weights_dir(settings), progress=progress)
 
 
-def weights_dir(settings: Settings) -> Path | None:
-    return Path(settings.model.weights_dir) if settings.model.weights_dir else None
-
-
 def check_outputs_readable(paths: RunPaths, variants: Sequence[str]) -> None:
     """A damaged ``best.pt`` left from an earlier run is found now, not after a search, when the
     final training would read it (writes are atomic, so damage came from outside). A damaged
@@ -185,75 +155,13 @@ def hold_studies(settings: Settings, variants: Sequence[str], paths: RunPaths, u
 
 
 # --- stage 1: data -------------------------------------------------------------------------------
-def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet:
-    data = settings.data
-    loaded = load_from_settings(settings, progress=progress)
-    if data.excluded_frames:
-        excluded = set(data.excluded_frames)
-        kept = [r for r in loaded.records
-                if not ({r.image_id, r.path.name, str(r.path)} & excluded
-                        or any(str(r.path).endswith("/" + e.lstrip("/")) for e in excluded))]
-        log.info("excluded_frames removed %d image(s)", len(loaded.records) - len(kept))
-        loaded.records = kept
-    if data.full_hd:  # 4K frames -> their bottom-centre full-HD region, boxes clipped (obdb.fullhd)
-        apply_full_hd(loaded.records)
-    assign_groups(loaded.records, data.group_regex)  # recordings, before lint and split look at groups
-    return loaded
-
-
-def require_records(annotations: AnnotationSet) -> None:
-    if not annotations.records:
-        raise RunError("no usable images: every image was skipped or no task matched annotations_list")
-
-
-def choose_class_map(settings: Settings, annotations: AnnotationSet) -> ClassMap:
-    """The settings' class map when given (model indices must not depend on the data), else the
-    data's labels sorted by name. Boxes of labels outside the map are dropped, with a count."""
-    if settings.default_class_map:
-        class_map = ClassMap.from_names(settings.default_class_map)
-    else:
-        names = sorted(annotations.label_names())
-        if not names:
-            raise RunError("the annotations hold no boxes at all: nothing to train on")
-        class_map = ClassMap(tuple(names))
-    dropped = drop_unknown_labels(annotations.records, class_map)
-    if dropped:
-        log.warning("dropped boxes with labels outside the class map %s: %s", list(class_map.names), dropped)
-    return class_map
-
-
-def prepare_data(settings: Settings, paths: RunPaths, progress: bool = True) -> PreparedData:
-    annotations = load_annotations(settings, progress)
-    try:  # before the class map: lint lists the boxes of labels outside it, then drops them
-        lint_for_run(annotations, settings, save_dir=paths.save_dir, progress=progress)
-    except LintError as err:
-        raise RunError(str(err)) from None
-    require_records(annotations)
-    class_map = choose_class_map(settings, annotations)
-    if not any(len(r.boxes) for r in annotations.records):
-        raise RunError(f"no boxes with the labels {list(class_map.names)} remain: nothing to train on")
-    outcome = split_for_run(annotations.records, settings, save_dir=paths.save_dir, progress=progress)
-    manifest, split_file = outcome.manifest, outcome.manifest_file
-    train = [r for r in annotations.records if manifest.assignment[r.image_id] == TRAIN]
-    val = [r for r in annotations.records if manifest.assignment[r.image_id] == VAL]
-    log.info("split %s (%s): %d train / %d val images, %d / %d boxes -> %s", manifest.hash, manifest.method,
-             len(train), len(val), sum(len(r.boxes) for r in train), sum(len(r.boxes) for r in val), split_file)
-    return PreparedData(annotations, class_map, manifest, split_file, train, val)
+def prepare_data(settings: Settings, paths: RunPaths, progress: bool = True) -> Prepared:
+    """The runner's data: :func:`obdb.prepare.prepare` with its reports under ``save_dir`` and at
+    least one box to train on."""
+    return prepare(settings, save_dir=paths.save_dir, progress=progress, require_boxes=True)
 
 
 # --- stage 2: per variant ------------------------------------------------------------------------
-def fit_config(settings: Settings, variant: str, spec: ModelSpec, progress: bool) -> FitConfig:
-    block = settings.variant(variant)
-    train = settings.train
-    return FitConfig(spec=spec, device=resolve_device(train.device), batch_size=train.batch_size,
-                     eval_batch_size=train.eval_batch_size, workers=train.workers, warmup_iters=train.warmup_iters,
-                     amp=train.amp, metric=settings.hpo.metric, max_detections=train.max_detections,
-                     weights_dir=weights_dir(settings), pretrained=settings.model.pretrained,
-                     version=variant_version(variant), freeze_backbone_epochs=settings.model.freeze_backbone_epochs,
-                     pretrained_model_path=Path(block.pretrained_model_path) if block.pretrained_model_path else None,
-                     seed=settings.seed, progress=progress)
-
-
 def fixed_params(settings: Settings, variant: str, paths: RunPaths) -> tuple[HyperParams, dict[str, Any]]:
     """Parameters for a variant that does not search: the file's ``optimal_hpo_settings``, or with
     ``use_settings_file: 0`` the best parameters an earlier search saved for it."""
@@ -315,10 +223,6 @@ def warm_starts(settings: Settings, variant: str, paths: RunPaths, storage: Any,
     return points
 
 
-def image_cache_dir(settings: Settings, paths: RunPaths) -> Path:
-    return Path(settings.train.cache_dir) if settings.train.cache_dir else paths.save_dir / "image_cache"
-
-
 def heartbeats(settings: Settings) -> dict[str, Any]:
     hpo = settings.hpo
     return {"heartbeat_interval": hpo.heartbeat_interval, "grace_period": hpo.grace_period,
@@ -354,13 +258,12 @@ def prepare_final_checkpoints(folder: Path, params: HyperParams, max_epochs: int
     write_json(marker, wanted)
 
 
-def train_variant(settings: Settings, variant: str, prepared: PreparedData, paths: RunPaths,
+def train_variant(settings: Settings, variant: str, prepared: Prepared, paths: RunPaths,
                   progress: bool = True) -> dict[str, Any]:
+    assert prepared.split is not None and prepared.split_file is not None  # prepare_data always splits
     spec = model_spec(settings, variant, prepared.class_map.num_classes)
     config = fit_config(settings, variant, spec, progress)
-    data = FitData(prepared.train, prepared.val, prepared.class_map, hflip=settings.train.hflip,
-                   photometric=settings.train.photometric, cache_images=settings.train.cache_images,
-                   cache_dir=image_cache_dir(settings, paths), progress=progress)
+    data = fit_data(settings, prepared.train, prepared.val, prepared.class_map, progress)
     searched = settings.wants_hpo(variant)
     if searched:  # the search writes best_params.json itself: its result stands even if final training fails
         params, info = distributed.on_rank0(search, settings, variant, data, config, paths)
@@ -372,7 +275,7 @@ def train_variant(settings: Settings, variant: str, prepared: PreparedData, path
         return _final_training(settings, variant, prepared, paths, data, config, spec, params, info, searched)
 
 
-def _final_training(settings: Settings, variant: str, prepared: PreparedData, paths: RunPaths, data: FitData,
+def _final_training(settings: Settings, variant: str, prepared: Prepared, paths: RunPaths, data: FitData,
                     config: FitConfig, spec: ModelSpec, params: HyperParams, info: dict[str, Any],
                     searched: bool) -> dict[str, Any]:
     out = paths.variant_dir(variant)
@@ -417,7 +320,7 @@ def _final_training(settings: Settings, variant: str, prepared: PreparedData, pa
     return _summary_row(variant, spec, info, result, paths)
 
 
-def _write_variant_manifest(settings: Settings, variant: str, prepared: PreparedData, paths: RunPaths,
+def _write_variant_manifest(settings: Settings, variant: str, prepared: Prepared, paths: RunPaths,
                             spec: dict[str, Any], params: HyperParams, info: dict[str, Any]) -> None:
     write_manifest(paths.variant_dir(variant) / "manifest.json", variant=variant, experiment=paths.experiment,
                    model_spec=spec, settings_hash=settings_hash(settings), split_hash=prepared.split.hash,

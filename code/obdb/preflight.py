@@ -17,9 +17,8 @@ from typing import Sequence
 
 from .hpo import storage_url
 from .hpo.storage import StorageUnavailable, check_reachable
-from .lint import LintError
-from .lint.run import lint, settings_class_map
-from .pipeline import RunError, check_run, choose_class_map, load_annotations, require_records, run_paths
+from .pipeline import check_run, run_paths
+from .prepare import RunError, prepare
 from .records import ImageRecord
 from .settings import Settings
 from .split.base import SplitError, SplitManifest
@@ -73,22 +72,12 @@ def preflight(settings: Settings, variants: Sequence[str] | None = None, *, prog
     except StorageUnavailable as err:
         raise RunError(str(err)) from err
     writable_without_writing(paths.save_dir)
-    annotations = load_annotations(settings, progress)
-    if settings.lint.enabled:
-        result = lint(annotations.records, settings_class_map(settings), settings.lint, skipped=annotations.skipped,
-                      source_dropped_boxes=annotations.dropped_boxes, progress=progress)
-        annotations.records = result.records
-        if not result.records:
-            raise RunError(str(LintError(result.nothing_left())))
-    require_records(annotations)
-    class_map = choose_class_map(settings, annotations)
-    records = annotations.records
-    boxes = sum(len(r.boxes) for r in records)
-    if not boxes:
-        raise RunError(f"no boxes with the labels {list(class_map.names)} remain: nothing to train on")
+    # the run's own preparation, in memory: no lint report; the split below, without t-SNE features
+    prepared = prepare(settings, progress=progress, write=False, split=False, require_boxes=True)
+    records = prepared.records
     check_split(settings, records)
-    return CheckSummary(chosen, len(records), len(annotations.skipped), boxes, len({r.group for r in records}),
-                        settings.split.method)
+    return CheckSummary(chosen, len(records), len(prepared.annotations.skipped), sum(len(r.boxes) for r in records),
+                        len({r.group for r in records}), settings.split.method)
 
 
 def check_split(settings: Settings, records: list[ImageRecord]) -> None:

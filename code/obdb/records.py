@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -112,10 +112,12 @@ class ImageRecord:
 
 @dataclass
 class SkippedImage:
-    """An image a source could not use, with the reason (shown in logs and reports)."""
+    """An image a source could not use, with the reason (shown in logs and reports) and how many
+    boxes its annotation held (counted in the lint report, so lost boxes are not invisible)."""
 
     path: str
     reason: str
+    boxes: int = 0
 
 
 @dataclass
@@ -194,21 +196,24 @@ class ClassMap:
         return cls(tuple(data["names"]))
 
 
-def drop_unknown_labels(records: Iterable[ImageRecord], class_map: ClassMap) -> dict[str, int]:
-    """Remove boxes whose label is not in ``class_map`` (in place); return the count per label.
+def drop_unknown_labels(records: Iterable[ImageRecord], class_map: ClassMap
+                        ) -> tuple[list[ImageRecord], dict[str, int]]:
+    """The records without boxes whose label is not in ``class_map`` (a changed record is a copy;
+    the input is not changed), and the count of dropped boxes per label.
 
     A model can only learn or be scored on the classes of its map, and keeping the map fixed
     (rather than growing it with the data) is what keeps label indices stable across runs."""
     dropped: dict[str, int] = {}
+    out = []
     for record in records:
         keep = [i for i, label in enumerate(record.labels) if label in class_map.names]
         if len(keep) != len(record.labels):
             for label in record.labels:
                 if label not in class_map.names:
                     dropped[label] = dropped.get(label, 0) + 1
-            record.boxes = record.boxes[keep]
-            record.labels = [record.labels[i] for i in keep]
-    return dropped
+            record = replace(record, boxes=record.boxes[keep], labels=[record.labels[i] for i in keep])
+        out.append(record)
+    return out, dropped
 
 
 def stable_hash(obj: Any) -> str:

@@ -19,68 +19,36 @@ from .fileio import file_sha256, read_json, write_json
 from .fullhd import rows_to_frame
 from .models import load_model
 from .outputs import now
-from .pipeline import RunError, image_cache_dir, load_annotations, run_paths
-from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels
+from .prepare import RunError, keep_class_map, prepare
+from .records import ClassMap, ImageRecord, records_by_split
 from .settings import Settings
 from .sources.local import load_local
-from .split import SplitManifest, make_split
-from .split.service import feature_cache_dir
+from .split import SplitManifest
+from .training.config import image_cache_dir
 from .training.fit import FitData, resolve_device, set_max_detections, to_record_pixels
 
 log = logging.getLogger(__name__)
 
 
-def keep_model_labels(records: Sequence[ImageRecord], class_map: ClassMap) -> None:
-    dropped = drop_unknown_labels(records, class_map)
-    if dropped:
-        log.warning("boxes with labels the model does not know are left out: %s", dropped)
-
-
-def lint_like_the_run(annotations: AnnotationSet, settings: Settings, progress: bool) -> None:
-    """Apply the runner's data set checks (without rewriting its lint report), so the images and
-    boxes scored are the ones the model was trained and selected on."""
-    from .lint import lint, settings_class_map
-    from .lint.run import image_roots, inside_roots
-
-    annotations.records = inside_roots(annotations.records, image_roots(settings))[0]  # as the run: see lint
-    if not settings.lint.enabled:
-        return
-    result = lint(annotations.records, settings_class_map(settings), settings.lint, skipped=annotations.skipped,
-                  source_dropped_boxes=annotations.dropped_boxes,
-                  cache_file=run_paths(settings).save_dir / "lint" / "image_facts.json", progress=progress)
-    if len(result.records) != len(annotations.records):
-        log.info("data set checks left out %d image(s), as in the run", len(annotations.records) - len(result.records))
-    annotations.records = result.records
-
-
 def records_from_run(settings: Settings, header: dict[str, Any], split: str, progress: bool) -> list[ImageRecord]:
-    """The model's own split: the manifest it names, recomputed only when the file is gone."""
-    annotations = load_annotations(settings, progress)
-    lint_like_the_run(annotations, settings, progress)
-    class_map = ClassMap.from_json(header["class_map"])
-    keep_model_labels(annotations.records, class_map)
-    if split == "all":
-        return annotations.records
+    """The images the model was trained and selected on: the runner's preparation (its data set
+    checks, without rewriting its lint report; the model's class map) and the model's own split,
+    the manifest it names, recomputed (not saved) only when the file is gone."""
     extra = header.get("extra", {})
-    manifest_path = run_paths(settings).save_dir / extra.get("split_file", "")
-    if extra.get("split_file") and manifest_path.is_file():
-        manifest = SplitManifest.load(manifest_path)
-    else:
-        cfg = settings.split
-        manifest = make_split(annotations.records, cfg.method, val_fraction=cfg.val_fraction,
-                              seed=settings.seed if cfg.seed is None else cfg.seed,
-                              file=Path(cfg.file) if cfg.file else None, tsne=cfg.tsne, fold=cfg.fold,
-                              cache_dir=feature_cache_dir(settings),
-                              weights_dir=Path(settings.model.weights_dir) if settings.model.weights_dir else None,
-                              pretrained=settings.model.pretrained,
-                              progress=progress)
-        if extra.get("split_hash") and manifest.hash != extra["split_hash"]:
-            log.warning("split recomputed from the settings (%s) differs from the model's (%s): the data changed",
-                        manifest.hash, extra["split_hash"])
-    missing = [r.image_id for r in annotations.records if r.image_id not in manifest.assignment]
+    manifest_path = Path(settings.save_dir) / extra.get("split_file", "")
+    manifest = SplitManifest.load(manifest_path) if extra.get("split_file") and manifest_path.is_file() else None
+    prepared = prepare(settings, progress=progress, write=False, class_map=ClassMap.from_json(header["class_map"]),
+                       split=split != "all", manifest=manifest)
+    if split == "all":
+        return prepared.records
+    assert prepared.split is not None
+    if manifest is None and extra.get("split_hash") and prepared.split.hash != extra["split_hash"]:
+        log.warning("split recomputed from the settings (%s) differs from the model's (%s): the data changed",
+                    prepared.split.hash, extra["split_hash"])
+    missing = [r.image_id for r in prepared.records if r.image_id not in prepared.split.assignment]
     if missing:
         log.warning("%d image(s) are not in the model's split (new data?) and are left out", len(missing))
-    records = [r for r in annotations.records if manifest.assignment.get(r.image_id) == split]
+    records = records_by_split(prepared.records, prepared.split.assignment, split)
     if not records:
         raise RunError(f"the {split} split holds no images")
     return records
@@ -88,8 +56,7 @@ def records_from_run(settings: Settings, header: dict[str, Any], split: str, pro
 
 def records_from_files(annotations: Sequence[Path], images_dir: Path, class_map: ClassMap,
                        progress: bool) -> list[ImageRecord]:
-    loaded = load_local(list(annotations), images_dir=images_dir, progress=progress)
-    keep_model_labels(loaded.records, class_map)
+    loaded = keep_class_map(load_local(list(annotations), images_dir=images_dir, progress=progress), class_map)
     if not loaded.records:
         raise RunError("no usable images in the given annotation files")
     return loaded.records
@@ -123,7 +90,7 @@ def score(model_path: Path, *, settings: Settings | None, split: str = "val", an
         raise RunError("give either -f SETTINGS (score on the run's split) or --annotations FILES --images DIR")
     if settings is not None and not annotations:  # as the run evaluated: its sizes, cache, batch and detections
         data = FitData([], records, class_map, cache_images=settings.train.cache_images,
-                       cache_dir=image_cache_dir(settings, run_paths(settings)), progress=progress)
+                       cache_dir=image_cache_dir(settings), progress=progress)
         data.use_size(spec.min_size, spec.max_size)
         dataset = data.val_set
         batch_size = batch_size or settings.train.eval_batch_size or settings.train.batch_size
@@ -159,7 +126,7 @@ def store_in_mongo(settings: Settings, model_path: Path, split: str, result: dic
                    records: Sequence[ImageRecord], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per-box rows to the run's MongoDB (``evaluation_results``), replacing this model's earlier
     results for the same split."""
-    from .evaluation.store import store_box_results
+    from .mongo.results import store_box_results
     from .mongo.connection import MongoConfigError, MongoUnavailable, connect
 
     try:

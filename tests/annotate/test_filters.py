@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from obdb.annotate.candidates import box_iou, frame_boxes, missing_candidates, shape_box
-from obdb.annotate.dedupe import same_shape, split_new
+from obdb.cvat.dedupe import same_shape, split_new
 from obdb.annotate.function import Detections
-from obdb.annotate.plan import TaskPlan, format_plans
-from obdb.annotate.review import attribute_ids, missing_review_attributes, review_state
+from obdb.cvat.plan import TaskPlan, format_plans
+from obdb.cvat.review import attribute_ids, missing_review_attributes, review_state
 
 
 def _rect(frame: int, label: int, points: list[float], **extra) -> dict:

@@ -14,7 +14,7 @@ import pytest
 
 from obdb.annotate.function import ModelDetectionFunction
 from obdb.annotate.modes import annotate_folder, annotate_tasks, find_missing, set_status
-from obdb.annotate.push import RunOptions
+from obdb.cvat.push import RunOptions
 from obdb.annotate.uploads import upload_xml
 from obdb.cvat import CvatCredentials, CvatError, connect, read_backup
 from obdb.records import ClassMap
@@ -302,7 +302,7 @@ def test_a_500_mid_upload_then_a_rerun_converges(session, fake_cvat, options, tm
 
 
 def test_ambiguous_or_unknown_names_are_refused(session, fake_cvat, options, tmp_path: Path) -> None:
-    from obdb.annotate.errors import AnnotateError
+    from obdb.cvat.errors import AnnotateError
 
     fake_cvat.add_task("twin", ["red"], [("1.png", 8, 8)])
     fake_cvat.add_task("twin", ["red"], [("1.png", 8, 8)])
@@ -369,7 +369,7 @@ def test_a_killed_task_creation_then_a_rerun_finishes_without_predicting_twice(s
 
 
 def test_tasks_mode_checks_every_target_before_predicting(session, fake_cvat, options, tmp_path: Path) -> None:
-    from obdb.annotate.errors import AnnotateError
+    from obdb.cvat.errors import AnnotateError
 
     seed_ground_truth(fake_cvat, tmp_path)
     fake_cvat.add_task("empty one", ["red", "blue"], [])

@@ -16,7 +16,7 @@ sys.path.insert(0, str(TESTS / "mongo"))
 from conftest import make_tiny_dataset, tiny_settings  # noqa: E402
 
 from obdb.evaluation import match_records  # noqa: E402
-from obdb.evaluation.store import COLLECTION, store_box_results  # noqa: E402
+from obdb.mongo.results import COLLECTION, store_box_results  # noqa: E402
 from obdb.records import ClassMap, ImageRecord  # noqa: E402
 
 CLASSES = ClassMap(("red", "blue"))

@@ -37,12 +37,14 @@ def test_report_counts_rules_and_items(tmp_path: Path, mixed: AnnotationSet) -> 
     settings = run_settings(tmp_path)
     result = lint_for_run(mixed, settings, save_dir=tmp_path / "train", progress=False)
     assert result is not None
-    assert [r.image_id for r in mixed.records] == ["t/good.png", "t/boxes.png"]  # the set now holds what is usable
+    assert [r.image_id for r in result.records] == ["t/good.png", "t/boxes.png"]  # what is usable
+    assert len(mixed.records) == 3  # a new list: the loaded set is not changed
     report = json.loads((tmp_path / "train" / "lint" / "report.json").read_text())
     assert report["format"] == "obdb-lint-report" and report["ok"] is False
     assert report["counts"] == {"images_in": 3, "images_kept": 2, "images_dropped": 1, "boxes_in": 7,
                                 "boxes_kept": 3, "boxes_dropped": 3, "boxes_clipped": 1,
-                                "boxes_in_dropped_images": 1, "source_skipped_images": 1, "source_dropped_boxes": 2}
+                                "boxes_in_dropped_images": 1, "source_skipped_images": 1, "source_dropped_boxes": 2,
+                                "source_skipped_boxes": 0}
     assert set(report["rules"]) == set(RULES)
     found = {rule: block["issues"] for rule, block in report["rules"].items() if block["issues"]}
     assert found == {"source_skipped": 1, "truncated": 1, "box_partly_outside": 1, "degenerate_box": 1,
@@ -87,5 +89,18 @@ def test_nothing_loaded_says_so(tmp_path: Path) -> None:
 
 def test_lint_off_leaves_the_data_alone(tmp_path: Path, mixed: AnnotationSet) -> None:
     before = list(mixed.records)
-    assert lint_for_run(mixed, run_settings(tmp_path, enabled=False), save_dir=tmp_path / "train", progress=False) is None
+    result = lint_for_run(mixed, run_settings(tmp_path, enabled=False), save_dir=tmp_path / "train", progress=False)
+    assert result.records == before and result.issues == [] and result.report == {}
     assert mixed.records == before and not (tmp_path / "train" / "lint").exists()
+
+
+def test_boxes_on_images_the_source_skipped_are_counted(tmp_path: Path) -> None:
+    good = record(save(tmp_path / "good.png", texture(1)), [[5, 5, 30, 30]], ["a"])
+    lost = [SkippedImage(str(tmp_path / "gone.png"), "image file not found", boxes=3),
+            SkippedImage(str(tmp_path / "bad.png"), "not an image", boxes=2)]
+    result = lint_for_run(AnnotationSet([good], lost), run_settings(tmp_path), save_dir=tmp_path / "train",
+                          progress=False)
+    assert result is not None and result.report["counts"]["source_skipped_boxes"] == 5
+    assert "; 1 of 6 box(es) kept (0 dropped, 0 clipped, 5 on images skipped while loading)" in result.summary()[0]
+    md = (tmp_path / "train" / "lint" / "report.md").read_text()
+    assert "skipped 2 image(s) holding 5 box(es)" in md

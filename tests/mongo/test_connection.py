@@ -89,14 +89,26 @@ def test_server_down_retries_then_clear_error_without_password(caplog: pytest.Lo
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="obdb.mongo.connection"):
         with pytest.raises(MongoUnavailable) as err:
-            connect(settings(uri=None, host="127.0.0.1", port=port, username="bob", timeout_s=0.3,
+            connect(settings(uri=None, host="127.0.0.1", port=port, username="bob", timeout_s=3.0,
                              retries=2), env={"MONGODB_PASSWORD": "hunter2"})
     message = str(err.value)
     assert f"127.0.0.1:{port}" in message and "after 3 attempt(s)" in message
     assert "hunter2" not in message and "hunter2" not in caplog.text
-    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    retries = [r for r in caplog.records if "retrying within" in r.getMessage()]
     assert len(retries) == 2
-    assert time.monotonic() - started >= 0.5 + 1.0  # backoff 0.5 s then 1 s
+    assert time.monotonic() - started < 3.0 + 1.0  # timeout_s is the budget of every attempt together
+
+
+@pytest.mark.parametrize("timeout_s, retries", [(1.0, 4), (2.0, 50), (0.5, 0)])
+def test_refused_connection_fails_within_timeout_s_in_all(timeout_s: float, retries: int) -> None:
+    """Not ``timeout_s`` per attempt (the default 10 s and 4 retries once took 58 s)."""
+    port = free_port()  # a closed port: every connection is refused at once
+    started = time.monotonic()
+    with pytest.raises(MongoUnavailable, match=f"127.0.0.1:{port} is not reachable after"):
+        connect(settings(uri=None, host="127.0.0.1", port=port, timeout_s=timeout_s, retries=retries), env={})
+    elapsed = time.monotonic() - started
+    assert elapsed < timeout_s + 1.0, elapsed
+    assert elapsed >= timeout_s * 0.5  # it did wait for the server, not give up at once
 
 
 def test_server_down_with_password_in_env_uri_is_not_echoed() -> None:

@@ -139,7 +139,7 @@ def test_upload_records_checks_every_record_against_the_roots(layout: dict[str, 
                                                               probed: list[Path]) -> None:
     """Records from any source (MongoDB, a CVAT cache) pass the same gate: outside the data
     roots or not an image means not uploaded."""
-    from obdb.annotate.push import RunOptions
+    from obdb.cvat.push import RunOptions
     from obdb.cvat.connection import CvatCredentials, connect
 
     def record(path: Path, name: str) -> ImageRecord:
@@ -242,7 +242,6 @@ def test_lint_drops_images_outside_the_data_root_without_opening_them(layout: di
                                    "data": {"images_dir": str(layout["images"])}, "lint": {"enabled": enabled}})
         annotations = records()
         result = lint_for_run(annotations, settings, save_dir=layout["root"] / "train", progress=False)
-        assert [r.image_id for r in annotations.records] == ["t/a"]
-        if result is not None:
-            assert sorted(i.image_id for i in result.issues if i.rule == "outside_root") == ["t/l", "t/p", "t/s"]
+        assert [r.image_id for r in result.records] == ["t/a"]  # a new list: the loaded set is not changed
+        assert sorted(i.image_id for i in result.issues if i.rule == "outside_root") == ["t/l", "t/p", "t/s"]
     assert opened and all(p.resolve().parent == layout["images"].resolve() for p in opened)

@@ -292,7 +292,7 @@ def test_mongodb_stopped_mid_read_is_a_clear_error_and_a_rerun_succeeds(data: Pa
 
 def test_mongodb_restarted_mid_read_is_ridden_out(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server back within ``data.mongo.timeout_s`` costs the read nothing: the driver retries it."""
-    from obdb.pipeline import load_annotations
+    from obdb.prepare import load_annotations
     from obdb.settings import load_settings
 
     monkeypatch.delenv("MONGODB_URI", raising=False)
@@ -397,7 +397,7 @@ def test_cvat_timeouts_mid_upload_then_a_rerun_converges(fake_cvat, cvat_session
 
     from obdb.annotate.function import ModelDetectionFunction
     from obdb.annotate.modes import annotate_tasks
-    from obdb.annotate.push import RunOptions
+    from obdb.cvat.push import RunOptions
     from obdb.cvat import CvatError
     from obdb.records import ClassMap
 
@@ -439,7 +439,7 @@ def test_sync_interrupted_by_cvat_errors_keeps_whole_tasks_and_a_rerun_converges
     """obdb sync: one annotations read times out (retried), the next task's answers HTTP 500
     beyond the retries. Every stored task is whole; the rerun stores the rest; a third sync finds
     nothing to do."""
-    from obdb import sync
+    from obdb.mongo import sync
     from obdb.cvat import CvatError
 
     frames = [(f"fielddata/cam1/video1/video1frame{i:04d}.png", 64, 48) for i in range(3)]

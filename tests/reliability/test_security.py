@@ -245,7 +245,7 @@ def odd_tasks(mongo_db: Any, tmp_path: Path) -> Path:
 
 def test_task_names_are_matched_literally(odd_tasks: Path, mongo_db: Any, mongo_server: str, tmp_path: Path) -> None:
     from obdb.mongo.layout import TaskNotFound, delete_task, find_tasks
-    from obdb.pipeline import load_annotations
+    from obdb.prepare import load_annotations
     from obdb.settings import parse_settings
     from obdb.sources.contract import SourceError
 

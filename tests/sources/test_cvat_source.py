@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from obdb import cvat
-from obdb.pipeline import load_annotations
+from obdb.prepare import load_annotations
 from obdb.settings.loader import parse_settings
 from obdb.sources.contract import SourceError
 from obdb.sources.local import parse_file

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from obdb import cvat, sync
+from obdb import cvat
+from obdb.mongo import sync
 from obdb.mongo.layout import write_task
-from obdb.pipeline import load_annotations
+from obdb.prepare import load_annotations
 from obdb.settings import parse_settings
 from obdb.sources import driver
 from obdb.shapes import shape_box

@@ -2,7 +2,6 @@
 of the same annotations; exact task names; negatives; polygons; missing images; server down."""
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -11,25 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pymongo
 import pytest
 from bson import ObjectId
 from PIL import Image
 
-from obdb.mongo import connection, layout
-from obdb.mongo.layout import BATCH, SHAPE_FIELDS, VIEW, find_tasks, write_task
+from obdb.mongo.layout import BATCH, find_tasks, read_task_frames, write_task
 from obdb.mongo.snapshot import import_snapshot, snapshot_files
-from obdb.pipeline import load_annotations
+from obdb.prepare import load_annotations
 from obdb.records import ImageRecord
 from obdb.settings import load_settings
 from obdb.sources.contract import SourceError
-from obdb.sources.mongo import TaskFrames, _whole_frame, frames_to_task, read_task_frames, read_view
+from obdb.sources.mongo import frames_to_task
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "mongo"))
 from conftest import free_port, make_tiny_dataset, tiny_settings  # noqa: E402
-from original_export import original_documents, write_original_export  # noqa: E402
+from original_export import write_original_export  # noqa: E402
+from reference_reader import read_task, task_to_parsed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +178,7 @@ def test_shapes_grouped_by_frame_convert_like_whole_documents(field, mongo_db, m
     grouped = read_task_frames(mongo_db, doc)
     assert sorted(g["_id"] for g in grouped.groups) == [0, 1, 2, 3]  # 7 shapes in 4 documents
     parsed = frames_to_task(grouped, mongo_db.name, field)
-    assert parsed == whole_documents_task(mongo_db, doc, field)
+    assert parsed == task_to_parsed(read_task(mongo_db, doc), mongo_db.name, field)
     shapes = {f.frame: [(s.kind, s.points, s.label, s.occluded) for s in f.shapes] for f in parsed.frames}
     assert shapes == {0: [("rectangle", [30, 30, 50, 40], "stone", False), ("rectangle", [1, 2, 11, 12], "weed", True),
                           ("polygon", [5, 5, 40, 8, 20, 30], "weed", False), ("rectangle", [6, 6, 9, 9], "crop", False)],
@@ -196,16 +194,6 @@ def test_shapes_grouped_by_frame_convert_like_whole_documents(field, mongo_db, m
                                   [[30, 30, 50, 40], [1, 2, 11, 12], [5, 5, 40, 30], [6, 6, 9, 9]])
     assert loaded.records[0].labels == ["stone", "weed", "weed", "crop"]
     assert loaded.records[0].meta["occluded"] == [False, True, False, False]
-
-
-def whole_documents_task(db, doc: dict, images: Path):
-    """The conversion applied to whole shape documents grouped here, not by the server."""
-    groups: dict[int, list[dict]] = {}
-    for stored in db.annotation_data.find({"task_name": doc["name"], BATCH: doc.get(BATCH)}):
-        shape = {short: stored[long] for short, long in SHAPE_FIELDS.items() if long in stored}
-        groups.setdefault(_whole_frame(stored.get("frame"), doc["name"], [shape]), []).append(shape)
-    frames = db.meta.find_one({"task_name": doc["name"]})["frames"]
-    return frames_to_task(TaskFrames(doc, frames, [{"_id": f, "s": s} for f, s in groups.items()]), db.name, images)
 
 
 def test_bad_frame_names_the_shape_document(field, mongo_db, mongo_settings, tmp_path) -> None:
@@ -225,6 +213,7 @@ def test_missing_image_is_skipped_with_reason(field, mongo_db, mongo_settings, t
     assert [r.frame for r in loaded.records] == [0]
     assert len(loaded.skipped) == 1 and "image file not found" in loaded.skipped[0].reason
     assert loaded.skipped[0].path == str(field / "fielddata/gone/frame.png")
+    assert loaded.skipped[0].boxes == 1  # the box on the missing image is counted, not lost silently
 
 
 def test_malformed_shape_names_task_and_document(field, mongo_db, mongo_settings, tmp_path) -> None:
@@ -238,109 +227,7 @@ def test_server_down_is_a_clear_error(field, tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("MONGODB_URI", raising=False)  # it would win over the settings file
     port = free_port()
     block = {"source": "mongo", "images_dir": str(field),
-             "mongo": {"host": "127.0.0.1", "port": port, "timeout_s": 0.2, "retries": 1}}
+             "mongo": {"host": "127.0.0.1", "port": port, "timeout_s": 1.2, "retries": 1}}
     settings = settings_for(field, tmp_path, block, annotations_list=["t"])
     with pytest.raises(SourceError, match=f"MongoDB at 127.0.0.1:{port} is not reachable after 2 attempt"):
         load_annotations(settings, progress=False)
-
-
-# --------------------------------------------------------------------------- the task_frames view
-
-
-def frames_aggregations(log) -> list[dict]:
-    """The aggregations that grouped shapes by frame (what the view saves), not count guards."""
-    return [cmd for cmd in log.sent("aggregate", "annotation_data") if "$push" in str(cmd["pipeline"])]
-
-
-def write_tiny_tasks(tiny: Path, db) -> list[str]:
-    """The tiny data set's tasks written by obdb's writer (so they have a view)."""
-    docs = original_documents(sorted((tiny / "annotations").glob("*.xml")))
-    for doc in docs["tasks"]:
-        name = doc["name"]
-        meta = next(m for m in docs["meta"] if m["task_name"] == name)
-        shapes = [{k: v for k, v in s.items() if k not in ("_id", "task_name")}
-                  for s in docs["annotation_data"] if s["task_name"] == name]
-        write_task(db, {"name": name, "labels": doc["labels"]}, meta["frames"], shapes)
-    return sorted(d["name"] for d in docs["tasks"])
-
-
-def parse_both_ways(db, name: str):
-    doc = find_tasks(db, [name])[0]
-    return (frames_to_task(read_task_frames(db, doc), db.name, Path(".")),
-            frames_to_task(read_task_frames(db, doc, view=False), db.name, Path(".")))
-
-
-def test_obdb_written_tasks_are_read_through_the_view(tiny, mongo_db, mongo_settings, mongo_commands, tmp_path,
-                                                      monkeypatch) -> None:
-    tasks = write_tiny_tasks(tiny, mongo_db)
-    db, log = mongo_commands
-    monkeypatch.setattr(connection, "MongoClient", functools.partial(pymongo.MongoClient, event_listeners=[log]))
-    mongo = load_annotations(settings_for(tiny, tmp_path, {"source": "mongo", "mongo": mongo_settings(mongo_db.name)},
-                                          annotations_list=tasks), progress=False)
-    assert len(log.sent("find", VIEW)) == len(tasks)
-    assert frames_aggregations(log) == []  # no shapes grouped on the server
-    assert len(log.sent("aggregate")) == len(tasks)  # only count_documents, the view's guard, once a task
-    local = load_annotations(settings_for(tiny, tmp_path, {}, annotations_list=tasks), progress=False)
-    assert len(local.records) == 12
-    assert [comparable(r) for r in mongo.records] == [comparable(r) for r in local.records]
-    assert mongo.dropped_boxes == local.dropped_boxes and mongo.skipped == local.skipped
-    for name in tasks:
-        view, aggregation = parse_both_ways(db, name)
-        assert view == aggregation and view.frames
-
-
-def test_view_in_many_parts_reads_like_the_aggregation(field, mongo_db, mongo_commands, monkeypatch) -> None:
-    monkeypatch.setattr(layout, "VIEW_PART_BYTES", 700)
-    names = [f"fielddata/s1/v1frame{i:04d}.png" for i in range(4)]
-    shapes = [shape(i % 4, names[i % 4], "rectangle", [i, 1, i + 5, 9], label=("weed", "crop")[i % 2],
-                    occluded=i % 3 == 0) for i in range(30)]
-    shapes += [shape(1, names[1], "polygon", [5, 5, 40, 8, 20, 30]), shape(2, names[2], "polyline", [1, 1, 9, 9])]
-    write_task(mongo_db, {"name": "t", "labels": [{"id": 1, "name": "weed"}]}, frames(*names[:3]), shapes)
-    assert mongo_db[VIEW].count_documents({"task_name": "t"}) > 3
-    db, log = mongo_commands
-    view, aggregation = parse_both_ways(db, "t")
-    assert view == aggregation and sum(len(f.shapes) for f in view.frames) == 32
-    assert len(frames_aggregations(log)) == 1  # the view=False read only
-
-
-def test_shape_removed_by_hand_falls_back_to_the_aggregation(field, mongo_db, mongo_commands, caplog) -> None:
-    names = [f"fielddata/s1/v1frame{i:04d}.png" for i in range(2)]
-    write_task(mongo_db, {"name": "t"}, frames(*names),
-               [shape(f, names[f], "rectangle", [1, 1, 9 + i, 9]) for f in range(2) for i in range(3)])
-    gone = mongo_db.annotation_data.find_one({"frame": 1})["_id"]
-    mongo_db.annotation_data.delete_one({"_id": gone})
-    db, log = mongo_commands
-    with caplog.at_level(logging.INFO, logger="obdb.sources"):
-        view, aggregation = parse_both_ways(db, "t")
-    assert "view holds 6 shapes but 5 are stored" in caplog.text
-    assert len(frames_aggregations(log)) == 2  # both reads used the aggregation
-    assert view == aggregation and [len(f.shapes) for f in view.frames] == [3, 2]
-
-
-def test_missing_view_part_falls_back_to_the_aggregation(field, mongo_db, mongo_commands, monkeypatch) -> None:
-    monkeypatch.setattr(layout, "VIEW_PART_BYTES", 700)
-    names = [f"fielddata/s1/v1frame{i:04d}.png" for i in range(3)]
-    write_task(mongo_db, {"name": "t"}, frames(*names),
-               [shape(i % 3, names[i % 3], "rectangle", [i, 1, i + 5, 9]) for i in range(20)])
-    parts = sorted(mongo_db[VIEW].find({"task_name": "t"}), key=lambda p: p["part"])
-    mongo_db[VIEW].delete_one({"_id": parts[-1]["_id"]})
-    db, log = mongo_commands
-    doc = find_tasks(db, ["t"])[0]
-    assert read_view(db, "t", doc[BATCH]) is None
-    view, aggregation = parse_both_ways(db, "t")
-    assert view == aggregation and sum(len(f.shapes) for f in view.frames) == 20
-    assert len(frames_aggregations(log)) == 2
-
-
-def test_imported_tasks_use_the_aggregation_and_lose_their_old_view(tiny, mongo_db, mongo_commands, tmp_path) -> None:
-    tasks = write_tiny_tasks(tiny, mongo_db)
-    write_task(mongo_db, {"name": "not_imported"}, frames("a.png"), [shape(0, "a.png", "rectangle", [1, 1, 5, 5])])
-    export = write_original_export(sorted((tiny / "annotations").glob("*.xml")), tmp_path / "export")
-    import_snapshot(mongo_db, snapshot_files([export]), progress=False)
-    assert mongo_db[VIEW].distinct("task_name") == ["not_imported"]  # the imported names' views were stale
-    db, log = mongo_commands
-    for name in tasks:
-        assert BATCH not in find_tasks(db, [name])[0]
-        view, aggregation = parse_both_ways(db, name)
-        assert view == aggregation
-    assert len(frames_aggregations(log)) == 2 * len(tasks) and log.sent("find", VIEW) == []

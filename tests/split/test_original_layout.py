@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from obdb.cli.main import main
-from obdb.pipeline import load_annotations
+from obdb.prepare import load_annotations
 from obdb.settings import parse_settings
 from obdb.sources.grouping import assign_groups, frame_group, strip_split_prefix
 from obdb.split import split_for_run

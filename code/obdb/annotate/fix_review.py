@@ -24,10 +24,9 @@ from ..cvat import writes as cvat_writes
 from ..cvat.connection import CvatSession
 from ..cvat.tasks import TaskInfo
 from ..sources.truth import is_proposal
+from ..cvat import RunOptions, TaskPlan
+from ..cvat.review import NEUTRAL, REVIEW, UNREVIEWED, stale_review_spec
 from .modes import select_tasks
-from .plan import TaskPlan
-from .push import RunOptions
-from .review import NEUTRAL, REVIEW, UNREVIEWED, stale_review_spec
 
 log = logging.getLogger(__name__)
 

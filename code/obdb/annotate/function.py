@@ -1,8 +1,8 @@
 """A saved obdb model as a ``cvat_sdk.auto_annotation`` detection function, plus batched inference.
 
-The SDK's protocol is tiny: a ``spec`` (the labels the function can output, built here from the
-model's :class:`~obdb.records.ClassMap` with ``label_spec`` / ``select_attribute_spec`` /
-``text_attribute_spec``) and ``detect(context, image)`` returning ``rectangle(...)`` shapes. An
+The SDK's protocol is tiny: a ``spec`` (the labels the function can output, built from the model's
+:class:`~obdb.records.ClassMap` by :func:`obdb.cvat.detection.detection_spec`) and
+``detect(context, image)`` returning ``rectangle(...)`` shapes. An
 object of :class:`ModelDetectionFunction` therefore works with ``cvat_sdk.auto_annotation.
 annotate_task`` and ``cvat-cli task auto-annotate`` as it is.
 
@@ -29,29 +29,18 @@ from typing import Any, Callable, Iterable, Sequence, Union
 import numpy as np
 import PIL.Image
 import torch
-from cvat_sdk import models as cvat_models
-from cvat_sdk.auto_annotation import (
-    DetectionFunctionContext,
-    DetectionFunctionSpec,
-    label_spec,
-    rectangle,
-    select_attribute_spec,
-    text_attribute_spec,
-)
 from tqdm.auto import tqdm
 
+from ..cvat import AnnotateError
+from ..cvat.detection import detection_shapes, detection_spec
 from ..fullhd import crop_frame, to_frame
 from ..evaluation.predict import clip_boxes
 from ..image_cache import pad_thin
 from ..imageio import open_rgb, to_rgb8
 from ..models import load_model
 from ..records import ClassMap
-from .errors import AnnotateError
-from .review import NEUTRAL, REVIEW, REVIEW_VALUES, SCORE, UNREVIEWED, format_score
 
 log = logging.getLogger(__name__)
-
-REVIEW_SPEC_ID, SCORE_SPEC_ID = 1, 2  # attribute ids inside the function spec (the SDK remaps them)
 
 # What predict_images accepts: a file, encoded bytes (a downloaded frame), a decoded image, or a
 # callable producing one of those (so frames are fetched batch by batch, not all up front).
@@ -116,13 +105,7 @@ class ModelDetectionFunction:
         self.device = torch.device(device)
         self.progress = progress
         self.full_hd = full_hd  # frames larger than full HD: predict on the bottom-centre crop (obdb.fullhd)
-        self._spec = DetectionFunctionSpec(labels=[
-            label_spec(name, index, type="rectangle", attributes=[
-                select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=NEUTRAL),
-                text_attribute_spec(SCORE, SCORE_SPEC_ID),
-            ])
-            for index, name in enumerate(class_map.names, start=1)
-        ])
+        self._spec = detection_spec(class_map.names)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, device: str = "cpu", max_detections: int | None = None,
@@ -139,7 +122,8 @@ class ModelDetectionFunction:
         return cls(model, class_map, device=torch_device, **options)
 
     @property
-    def spec(self) -> DetectionFunctionSpec:
+    def spec(self) -> Any:
+        """The SDK's ``DetectionFunctionSpec``."""
         return self._spec
 
     @property
@@ -147,18 +131,12 @@ class ModelDetectionFunction:
         return self.class_map.names
 
     # --- the SDK protocol ----------------------------------------------------------------------
-    def detect(self, context: DetectionFunctionContext, image: PIL.Image.Image
-               ) -> list[cvat_models.LabeledShapeRequest]:
-        """One frame, as ``annotate_task`` calls it: rectangles with review/score attributes."""
+    def detect(self, context: Any, image: PIL.Image.Image) -> list[Any]:
+        """One frame, as ``annotate_task`` calls it (``context``: the SDK's
+        ``DetectionFunctionContext``): rectangles with review/score attributes."""
         threshold = self.threshold if context.conf_threshold is None else context.conf_threshold
         found = self._predict([to_rgb8(image)])[0].above(threshold)
-        return [
-            rectangle(self.class_map.index(label), [float(v) for v in box], attributes=[
-                cvat_models.AttributeValRequest(spec_id=REVIEW_SPEC_ID, value=UNREVIEWED),
-                cvat_models.AttributeValRequest(spec_id=SCORE_SPEC_ID, value=format_score(score)),
-            ])
-            for box, score, label in zip(found.boxes, found.scores, found.labels)
-        ]
+        return detection_shapes(found.boxes, found.scores, found.labels, self.class_map.index)
 
     # --- batched inference for our modes --------------------------------------------------------
     @torch.inference_mode()

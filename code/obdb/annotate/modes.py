@@ -1,5 +1,5 @@
 """The modes that run the model (annotate a folder, annotate tasks, find missing annotations) and
-the job status mode. Each returns one :class:`~obdb.annotate.plan.TaskPlan` per task, applied
+the job status mode. Each returns one :class:`~obdb.cvat.plan.TaskPlan` per task, applied
 unless ``options.dry_run``; a task is finished (planned and written) before the next one starts,
 so a failure on one task leaves the earlier ones done.
 """
@@ -11,18 +11,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..cvat import tasks as cvat_tasks
-from ..cvat.connection import CvatSession
-from ..cvat.tasks import TaskInfo
+from .. import cvat as cvat_tasks
+from ..cvat import (AnnotateError, CvatSession, NamedShape, RunOptions, TaskInfo, TaskPlan, auto_shapes, check_target,
+                    find_task_by_name, finish, label_definitions, plan_for_files, plan_update)
 from ..imageio import probe_image
 from ..sources.truth import attribute_values, is_ground_truth
 from .candidates import frame_boxes, missing_candidates
-from .errors import AnnotateError
 from .function import ModelDetectionFunction
-from .plan import TaskPlan
-from .push import RunOptions, check_target, find_task_by_name, finish, plan_for_files, plan_update
-from .review import label_definitions
-from .shapes import NamedShape, auto_shapes
+
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..cvat.connection import CvatSession
+from ..cvat import AnnotateError, CvatSession, NamedShape, RunOptions, TaskPlan, finish, named_shape, plan_for_files
 from ..imageio import probe_image
 from ..paths import PathOutsideRoot, is_inside, resolve_inside
 from ..records import ImageRecord
-from .errors import AnnotateError
-from .plan import TaskPlan
-from .push import RunOptions, finish, plan_for_files
-from .shapes import NamedShape, named_shape
 from .xml_tasks import XmlTask, read_xml_task
 
 log = logging.getLogger(__name__)

@@ -157,7 +157,7 @@ def _full_hd(args: argparse.Namespace) -> bool:
 
 def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str], list[Path]]:
     """Records, label list and data roots (the folders images may be uploaded from) for ``upload-gt``."""
-    from ..annotate.errors import AnnotateError
+    from ..cvat import AnnotateError
 
     if args.overrides and not args.settings:
         # without -f nothing would read them, and "--allow-version-mismatch False" lands here
@@ -173,21 +173,21 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str], list[
         return loaded.records, labels, [args.images]
     if not args.settings:
         raise AnnotateError("give -f SETTINGS (its data source, optionally --split) or --annotations FILES --images DIR")
-    from .. import pipeline
+    from ..prepare import choose_class_map, keep_class_map, load_annotations, require_records
     from ..records import records_by_split
     from ..settings import load_settings
     from ..split import SplitManifest, split_for_run
 
     settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
-    annotations = pipeline.load_annotations(settings, args.progress)
-    pipeline.require_records(annotations)
-    class_map = pipeline.choose_class_map(settings, annotations)
-    records = annotations.records
+    annotations = load_annotations(settings, args.progress)
+    require_records(annotations)
+    class_map = choose_class_map(settings, annotations)
+    records = keep_class_map(annotations, class_map).records
     if args.split != "all":
         if args.split_manifest:
             manifest = SplitManifest.load(args.split_manifest)
         else:  # the runner's own split (same settings → same content-addressed manifest)
-            manifest = split_for_run(records, settings, save_dir=pipeline.run_paths(settings).save_dir,
+            manifest = split_for_run(records, settings, save_dir=Path(settings.save_dir),
                                      progress=args.progress, report=False).manifest
         records = records_by_split(records, manifest.assignment, args.split)
         if not records:
@@ -200,7 +200,7 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str], list[
 
 def run_mode(args: argparse.Namespace) -> list[Any]:
     from ..annotate import fix_review, modes, uploads
-    from ..annotate.push import RunOptions
+    from ..cvat import RunOptions
     from ..annotate.xml_tasks import xml_files
     from ..cvat.connection import CvatCredentials, connect
 
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "auto_annotate.py") -> i
     setup_logging(args.log_level)
 
     def body() -> int:
-        from ..annotate.plan import format_plans
+        from ..cvat import format_plans
         from ..cvat.connection import CvatError
         from ..errors import ServiceUnavailable
         from ..fileio import write_json

@@ -1,8 +1,10 @@
-"""``obdb db export|import``: snapshots of the annotations database as mongoexport-compatible files.
+"""``obdb db export|import|index``: snapshots of the annotations database as mongoexport-compatible
+files, and the indexes obdb's reader uses.
 
 ``obdb db export --out DIR [--tasks NAME ...]`` writes ``tasks.json``, ``meta.json`` and
 ``annotation_data.json`` (JSON lines, extended JSON); ``obdb db import DIR|FILE... [--drop]``
-loads such files, including the original system's mongoexport files. The server comes from the
+loads such files, including the original system's mongoexport files; ``obdb db index`` creates
+the indexes (import and ``obdb sync`` do too; nothing that only reads does). The server comes from the
 settings file's ``data.mongo`` block with ``-f``, else from the environment (``MONGODB_URI``, or
 ``MONGODB_HOST``/``MONGODB_PORT``/``MONGODB_USERNAME`` with ``MONGODB_PASSWORD[_FILE]``).
 """
@@ -19,7 +21,7 @@ from .common import EXIT_OK, add_bool, add_common, add_task_names, guarded, setu
 def build_parser(prog: str = "obdb db") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Export or import the MongoDB annotations "
                                      "database (tasks, meta, annotation_data) as mongoexport-compatible JSON lines.")
-    sub = parser.add_subparsers(dest="action", required=True, metavar="{export,import}")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{export,import,index}")
     export = sub.add_parser("export", help="write a snapshot of the database to a folder")
     export.add_argument("-o", "--out", required=True, type=Path, metavar="DIR",
                         help="folder for tasks.json, meta.json, annotation_data.json")
@@ -28,7 +30,9 @@ def build_parser(prog: str = "obdb db") -> argparse.ArgumentParser:
     imp.add_argument("paths", nargs="+", type=Path, metavar="DIR|FILE",
                      help="a snapshot folder or files named tasks.json, meta.json, annotation_data.json")
     add_bool(imp, "--drop", "empty the imported collections first")
-    for command in (export, imp):
+    index = sub.add_parser("index", help="create the indexes obdb reads by (tasks.name, meta.task_name, "
+                           "annotation_data task_name/obdb_batch/frame)")
+    for command in (export, imp, index):
         command.add_argument("-f", "--settings", help="settings JSON file whose data.mongo block says where "
                              "the server is (default: MONGODB_URI / MONGODB_HOST from the environment)")
         command.add_argument("--database", help="database name (default: data.mongo.database, 'annotations')")
@@ -41,7 +45,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb db") -> int:
     setup_logging(args.log_level)
 
     def body() -> int:
-        from ..mongo.connection import MongoConfigError, MongoUnavailable, connect
+        from ..mongo.connection import MongoConfigError, MongoUnavailable, connect, ensure_indexes
         from ..mongo.snapshot import SnapshotError, export_snapshot, import_snapshot, snapshot_files
         from ..settings import load_settings
         from ..settings.schema import MongoSettings
@@ -56,6 +60,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb db") -> int:
                 if args.action == "export":
                     counts = export_snapshot(db, args.out, args.task_names or None, progress=args.progress)
                     where = args.out
+                elif args.action == "index":
+                    ensure_indexes(db)
+                    print(f"indexes of database {db.name} are in place")
+                    return EXIT_OK
                 else:
                     counts = import_snapshot(db, files, drop=args.drop, progress=args.progress)
                     where = db.name

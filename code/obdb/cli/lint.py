@@ -31,13 +31,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb lint") -> int:
     setup_logging(args.log_level)
 
     def body() -> int:
-        from .. import pipeline
         from ..lint import lint_annotations
+        from ..prepare import load_annotations
         from ..settings import load_settings
 
         settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
-        out_dir = Path(args.out) if args.out else pipeline.run_paths(settings).save_dir / "lint"
-        annotations = pipeline.load_annotations(settings, args.progress)
+        out_dir = Path(args.out) if args.out else Path(settings.save_dir) / "lint"
+        annotations = load_annotations(settings, args.progress)
         result = lint_annotations(annotations, settings, out_dir=out_dir, progress=args.progress,
                                   log_summary=False)
         print("\n".join(result.summary()))

@@ -64,9 +64,7 @@ def check_credentials(settings: Settings) -> None:
 
 def push(settings: Settings, json_file: Path, top: int, dry_run: bool, progress: bool) -> None:
     """The top problems of ``review.json`` to CVAT through auto_annotate's write path."""
-    from ..annotate.errors import AnnotateError
-    from ..annotate.plan import format_plans
-    from ..annotate.push import RunOptions
+    from ..cvat import AnnotateError, RunOptions, format_plans
     from ..cvat import CvatCredentials, CvatError, connect
     from ..fileio import read_json
     from ..pipeline import RunError

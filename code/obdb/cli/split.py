@@ -1,6 +1,7 @@
 """``obdb split``: make (or check) the split of a settings file alone, with its report.
 
-Runs load → split → report, exactly as the runner would split, and prints a summary. The report
+Runs the runner's preparation (:func:`obdb.prepare.prepare`: load → lint → class map → split) with
+the split's report, so this is the split the runner would make, and prints a summary. The report
 is written for every ``split.method`` (for ``group``/``random``/``file`` too), so a split can be
 judged for balance and leakage before training on it.
 """
@@ -30,27 +31,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
 
     def body() -> int:
         from .. import pipeline
-        from ..lint import LintError, lint_for_run
         from ..fileio import remove_stale_temps
         from ..outputs import check_writable
+        from ..prepare import prepare
         from ..settings import load_settings
-        from ..split import split_for_run
         from ..split.report import summary_lines
 
         settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
         paths = pipeline.run_paths(settings)
         check_writable(paths.save_dir)
         remove_stale_temps(paths.splits_dir())  # what a killed earlier `obdb split` left (ours only)
-        annotations = pipeline.load_annotations(settings, args.progress)
-        try:  # lint as the runner does, so this is the split the runner would make
-            lint_for_run(annotations, settings, save_dir=paths.save_dir, progress=args.progress)
-        except LintError as err:
-            raise pipeline.RunError(str(err)) from None
-        pipeline.require_records(annotations)
-        pipeline.choose_class_map(settings, annotations)  # count only the boxes a model would train on
-        outcome = split_for_run(annotations.records, settings, save_dir=paths.save_dir, progress=args.progress,
-                                report=True, log_summary=False, fail_on_leak=False)
-        assert outcome.report is not None
+        prepared = prepare(settings, save_dir=paths.save_dir, progress=args.progress, split_report=True,
+                           log_split_summary=False, fail_on_leak=False)
+        outcome = prepared.split_outcome
+        assert outcome is not None and outcome.report is not None
         print("\n".join(summary_lines(outcome.report)))
         if outcome.manifest.folds:
             print(f"  k-fold: {outcome.manifest.params.get('folds')} folds, fold "

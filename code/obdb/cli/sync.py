@@ -1,4 +1,4 @@
-"""``obdb sync``: pull CVAT tasks into the MongoDB annotations database (see ``obdb.sync``).
+"""``obdb sync``: pull CVAT tasks into the MongoDB annotations database (see ``obdb.mongo.sync``).
 
 CVAT credentials come from the environment (``CVAT_URL``, ``CVAT_USERNAME`` with ``CVAT_PASSWORD``
 or ``CVAT_PASSWORD_FILE``, or ``CVAT_ACCESS_TOKEN``). The database is the settings file's
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb sync") -> int:
     setup_logging(args.log_level)
 
     def body() -> int:
-        from .. import sync
+        from ..mongo import sync
         from ..cvat import CvatCredentials, CvatError, connect
         from ..mongo.connection import MongoConfigError, MongoUnavailable
         from ..mongo.connection import connect as connect_mongo
@@ -58,7 +58,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb sync") -> int:
         try:
             db = connect_mongo(mongo)
             try:
-                ensure_indexes(db)
                 creds = CvatCredentials.from_env(os.environ, url=cvat_settings.url)
                 allow = args.allow_version_mismatch or cvat_settings.allow_version_mismatch
                 with connect(creds, allow_version_mismatch=allow, retries=cvat_settings.retries) as session:
@@ -69,7 +68,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb sync") -> int:
                         print(f"dry run: would add {len(plan.add)}, update {len(plan.update)}, delete "
                               f"{len(plan.delete)}; {len(plan.unchanged)} unchanged, {len(plan.foreign)} left alone; "
                               f"{session.requests} CVAT requests")
-                        return EXIT_OK
+                        return EXIT_OK  # before any write: a dry run leaves the database as it was
+                    ensure_indexes(db)
                     summary = sync.apply_sync(session, db, plan, progress=args.progress)
             finally:
                 db.client.close()

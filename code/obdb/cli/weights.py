@@ -40,15 +40,15 @@ def build_parser(prog: str = "obdb weights") -> argparse.ArgumentParser:
 
 def needed(settings: Any, pretrained: str | None = None) -> list[Any]:
     """Every weights file a run of ``settings`` downloads: each variant's, and the t-SNE split's."""
-    from .. import pipeline
     from ..models import variant_version
     from ..models.hub import IMAGENET, entry_for, weights_file
+    from ..training.config import model_spec
 
     mode = pretrained or settings.model.pretrained
     entries = []
     if mode in ("imagenet", "coco"):
         for variant in settings.variants:
-            spec = pipeline.model_spec(settings, variant, 2)
+            spec = model_spec(settings, variant, 2)
             entries.append(entry_for(spec.backbone, spec.head, mode, variant_version(variant)))
     tsne = settings.split.tsne
     if settings.split.method == "tsne" and tsne.features == "backbone" and mode != "none":

@@ -29,8 +29,9 @@ def _boxes_of(issue: Issue) -> int:
 
 def build_report(records_in: Sequence[ImageRecord], records_out: Sequence[ImageRecord], issues: Sequence[Issue], *,
                  settings: LintSettings, class_map: ClassMap | None, unknown_labels: dict[str, int],
-                 source_dropped_boxes: int = 0) -> dict[str, Any]:
-    """The report as a JSON-able dict."""
+                 source_dropped_boxes: int = 0, source_skipped_boxes: int = 0) -> dict[str, Any]:
+    """The report as a JSON-able dict. ``source_skipped_boxes``: the boxes of images the source
+    skipped (missing or unreadable files), which are in no record but were annotated."""
     kept_ids = {r.image_id for r in records_out}
     dropped_images = [r for r in records_in if r.image_id not in kept_ids]
     counts = {
@@ -42,6 +43,7 @@ def build_report(records_in: Sequence[ImageRecord], records_out: Sequence[ImageR
         "boxes_in_dropped_images": int(sum(len(r.boxes) for r in dropped_images)),
         "source_skipped_images": sum(1 for i in issues if i.rule == "source_skipped"),
         "source_dropped_boxes": source_dropped_boxes,
+        "source_skipped_boxes": source_skipped_boxes,
     }
     rules: dict[str, Any] = {}
     for rule, description in RULES.items():
@@ -76,8 +78,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     s = report["severity"]
     lines = [f"lint: {c['images_kept']} of {c['images_in']} image(s) kept ({c['images_dropped']} dropped"
              + (f", {c['source_skipped_images']} skipped while loading" if c["source_skipped_images"] else "")
-             + f"); {c['boxes_kept']} of {c['boxes_in']} box(es) kept ({c['boxes_dropped']} dropped, "
-             f"{c['boxes_clipped']} clipped); {s['error']} error(s), {s['warn']} warning(s), {s['info']} note(s)"]
+             + f"); {c['boxes_kept']} of {c['boxes_in'] + c['source_skipped_boxes']} box(es) kept "
+             f"({c['boxes_dropped']} dropped, {c['boxes_clipped']} clipped"
+             + (f", {c['source_skipped_boxes']} on images skipped while loading" if c["source_skipped_boxes"] else "")
+             + f"); {s['error']} error(s), {s['warn']} warning(s), {s['info']} note(s)"]
     by_rule: dict[str, list[dict[str, Any]]] = {}
     for item in report["issues"]:
         by_rule.setdefault(item["rule"], []).append(item)
@@ -105,8 +109,9 @@ def to_markdown(report: dict[str, Any]) -> str:
            f"({c['boxes_dropped']} dropped, {c['boxes_clipped']} clipped, "
            f"{c['boxes_in_dropped_images']} in dropped images).", ""]
     if c["source_skipped_images"] or c["source_dropped_boxes"]:
-        out += [f"While loading, the source skipped {c['source_skipped_images']} image(s) and dropped "
-                f"{c['source_dropped_boxes']} box(es) (listed under `source_skipped`; boxes as a count only).", ""]
+        out += [f"While loading, the source skipped {c['source_skipped_images']} image(s) holding "
+                f"{c['source_skipped_boxes']} box(es) and dropped {c['source_dropped_boxes']} box(es) (listed under "
+                f"`source_skipped`; boxes as a count only).", ""]
     out += ["| rule | issues | images | severity | action | meaning |", "|---|---:|---:|---|---|---|"]
     for rule, block in report["rules"].items():
         sev = ", ".join(f"{k} {v}" for k, v in sorted(block["severity"].items()))

@@ -106,7 +106,8 @@ def lint(records: Sequence[ImageRecord], class_map: ClassMap | None, settings: L
     kept, found, unknown = unknown_labels(kept, class_map)
     issues += found
     report = build_report(records_in, kept, issues, settings=settings, class_map=class_map, unknown_labels=unknown,
-                          source_dropped_boxes=source_dropped_boxes)
+                          source_dropped_boxes=source_dropped_boxes,
+                          source_skipped_boxes=sum(s.boxes for s in skipped))
     return LintResult(kept, issues, report)
 
 
@@ -131,20 +132,29 @@ def lint_annotations(annotations: AnnotationSet, settings: Settings, *, out_dir:
     return result
 
 
-def lint_for_run(annotations: AnnotationSet, settings: Settings, *, save_dir: Path,
-                 progress: bool = True) -> LintResult | None:
-    """The pipeline stage: lint (unless ``lint.enabled`` is off), report under
-    ``<save_dir>/lint/``, and replace ``annotations.records`` by the usable records.
+def lint_for_run(annotations: AnnotationSet, settings: Settings, *, save_dir: Path, progress: bool = True,
+                 write: bool = True) -> LintResult:
+    """The pipeline stage: the usable records are ``result.records`` (``annotations`` is not changed).
 
-    Raises :class:`LintError` (after writing the report) when no image is left."""
+    Lint (unless ``lint.enabled`` is off) with the report under ``<save_dir>/lint/`` (``write``;
+    without it nothing is written: scoring re-applies the run's checks). With lint off only
+    containment applies (records outside the data root are left out unopened: that is not a lint
+    option) and the result has no report. Raises :class:`LintError` (after writing the report) when
+    no image is left."""
     if not settings.lint.enabled:
         log.info("lint is off (lint.enabled: false): images and boxes are used as loaded")
-        annotations.records, outside = inside_roots(annotations.records, image_roots(settings))
+        kept, outside = inside_roots(annotations.records, image_roots(settings))
         if outside:  # containment is not a lint option: never train on or draw a file from elsewhere
             log.warning("left out %d image(s) outside the data root, e.g. %s", len(outside), outside[0].path)
-        return None
-    result = lint_annotations(annotations, settings, out_dir=Path(save_dir) / "lint", progress=progress)
-    annotations.records = result.records
+        return LintResult(kept, outside, {})
+    if write:
+        result = lint_annotations(annotations, settings, out_dir=Path(save_dir) / "lint", progress=progress)
+    else:
+        result = lint(annotations.records, settings_class_map(settings), settings.lint, skipped=annotations.skipped,
+                      source_dropped_boxes=annotations.dropped_boxes, progress=progress, roots=image_roots(settings))
+        if len(result.records) != len(annotations.records):
+            log.info("data set checks left out %d image(s), as in the run",
+                     len(annotations.records) - len(result.records))
     if not result.records:
         raise LintError(result.nothing_left())
     return result

@@ -1,3 +1,5 @@
 """MongoDB in the original system's layout (database ``annotations``): the only package that
-talks to a MongoDB server. ``connection`` opens it, ``layout`` writes tasks, ``snapshot``
-exports and imports mongoexport-compatible JSON lines."""
+imports pymongo. ``connection`` opens a database (credentials, retries, indexes), ``layout`` reads
+and writes tasks (one aggregation per task read; atomic replace), ``read`` is the ``mongo``
+source's read path, ``sync`` copies CVAT tasks in (``obdb sync``), ``snapshot`` exports and
+imports mongoexport-compatible JSON (``obdb db``), ``results`` stores per-box evaluation results."""

@@ -7,9 +7,10 @@ pointed elsewhere without editing a settings file). The password only ever comes
 secret): a password written into a settings file would end up in run outputs and git, so a
 settings URI carrying one is refused.
 
-A server that does not answer is retried with exponential backoff (a container started next to
-the database often wins the race), then :class:`MongoUnavailable` names ``host:port`` and the
-driver's reason, never the password.
+A server that does not answer is tried ``retries + 1`` times within ``timeout_s`` *in all* (a
+container started next to the database often wins the race; a user waiting on a typo should not
+wait a minute), then :class:`MongoUnavailable` names ``host:port`` and the driver's reason, never
+the password.
 """
 from __future__ import annotations
 
@@ -32,9 +33,14 @@ from obdb.settings.schema import MongoSettings
 
 logger = logging.getLogger(__name__)
 
-#: Backoff before retry ``i`` is ``BACKOFF_BASE_S * 2**i`` seconds, capped at ``BACKOFF_MAX_S``.
+#: Least time between the starts of attempt ``i`` and ``i + 1``: ``BACKOFF_BASE_S * 2**i`` seconds,
+#: capped at ``BACKOFF_MAX_S`` and by what is left of ``timeout_s`` (an attempt that waited for the
+#: server that long already backed off).
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
+#: Shortest wait worth an attempt of its own: the driver looks at the server every 0.5 s, so a
+#: shorter attempt takes 0.5 s anyway. With less than this per attempt left, one attempt takes it all.
+MIN_ATTEMPT_S = 0.5
 _AUTH_FAILED = 18  # mongod's AuthenticationFailed code: retrying will not help
 _UNAUTHORIZED = 13  # a command that needs a login, sent without one
 
@@ -122,30 +128,38 @@ def _hosts(uri: str) -> str:
 def connect(settings: MongoSettings, *, env: Mapping[str, str] = os.environ) -> Database:
     """The ``settings.database`` database of a server that answered a ping.
 
-    Tries ``settings.retries + 1`` times, each waiting up to ``settings.timeout_s`` for the server,
-    with exponential backoff in between; then raises :class:`MongoUnavailable`. A rejected login is
-    not retried. Datetimes come back timezone-aware (UTC), so they compare with CVAT's.
+    Tries up to ``settings.retries + 1`` times within ``settings.timeout_s`` in all: each attempt
+    waits for the server for an equal share of the time left, with exponential backoff between
+    attempts that fail fast; then raises :class:`MongoUnavailable`. A rejected login is not
+    retried. Datetimes come back timezone-aware (UTC), so they compare with CVAT's.
     """
     uri, options = client_options(settings, env)
     hosts = _hosts(uri)
-    timeout_ms = int(settings.timeout_s * 1000)
     secret = options.get("password") or _parse(uri, "MongoDB URI").get("password")
     attempts = settings.retries + 1
     started = time.monotonic()
+    deadline = started + settings.timeout_s
     last = ""
+    tried = 0
     for attempt in range(attempts):
+        attempt_started = time.monotonic()
+        left = deadline - attempt_started
+        if left <= 0:
+            break
+        share = left / (attempts - attempt)
+        final = attempt + 1 == attempts or share < MIN_ATTEMPT_S
+        tried += 1
         try:
-            client: MongoClient[dict[str, Any]] = MongoClient(
-                uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True,
-                appname="obdb", connect=False, **options)
+            client = _client(uri, (left if final else share), options)
         except ConfigurationError as err:
             raise MongoConfigError(f"MongoDB options are invalid: {_scrub(str(err), secret, uri)}") from None
         try:
             client.admin.command("ping")
             # a ping needs no login; ask for something that does, so a missing or wrong login fails here
             client[settings.database].list_collection_names()
+            client.close()  # it waits for the server only as long as this attempt could
             logger.info("connected to MongoDB at %s, database %r", hosts, settings.database)
-            return client[settings.database]
+            return _client(uri, settings.timeout_s, options)[settings.database]
         except OperationFailure as err:
             client.close()
             if err.code == _AUTH_FAILED:
@@ -160,14 +174,25 @@ def connect(settings: MongoSettings, *, env: Mapping[str, str] = os.environ) -> 
         except PyMongoError as err:
             client.close()
             last = _scrub(str(err), secret, uri)
-        if attempt + 1 < attempts:
-            delay = min(BACKOFF_BASE_S * 2 ** attempt, BACKOFF_MAX_S)
-            logger.warning("MongoDB at %s not reachable (attempt %d of %d); retrying in %.1f s",
-                           hosts, attempt + 1, attempts, delay)
-            time.sleep(delay)
-    raise MongoUnavailable(f"MongoDB at {hosts} is not reachable after {attempts} attempt(s) in "
+        if final:
+            break
+        else:
+            spent = time.monotonic() - attempt_started
+            # leave the later attempts some of the time that is left
+            delay = min(BACKOFF_BASE_S * 2 ** attempt - spent, BACKOFF_MAX_S, (deadline - time.monotonic()) / 2)
+            logger.warning("MongoDB at %s not reachable (attempt %d of %d); retrying within the %.1f s left",
+                           hosts, attempt + 1, attempts, max(0.0, deadline - time.monotonic()))
+            if delay > 0:
+                time.sleep(delay)
+    raise MongoUnavailable(f"MongoDB at {hosts} is not reachable after {tried} attempt(s) in "
                            f"{time.monotonic() - started:.0f} s: {last.split(', Timeout:')[0]}. Is the "
                            f"server running (docker compose up -d mongo) and is data.mongo / MONGODB_URI right?")
+
+
+def _client(uri: str, timeout_s: float, options: dict[str, Any]) -> MongoClient[dict[str, Any]]:
+    timeout_ms = max(1, int(timeout_s * 1000))
+    return MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True,
+                       appname="obdb", connect=False, **options)
 
 
 def _scrub(message: str, secret: str | None, uri: str) -> str:
@@ -195,6 +220,3 @@ def ensure_indexes(db: Database) -> None:
     # readers ask for one task's committed shapes (task_name + batch) in frame order
     db.annotation_data.create_index([("task_name", pymongo.ASCENDING), ("obdb_batch", pymongo.ASCENDING),
                                      ("frame", pymongo.ASCENDING)], name="task_name_batch_frame")
-    # the reader asks for one task's view parts (task_name + batch); writers delete them the same way
-    db.task_frames.create_index([("task_name", pymongo.ASCENDING), ("obdb_batch", pymongo.ASCENDING),
-                                 ("part", pymongo.ASCENDING)], name="task_name_batch_part")

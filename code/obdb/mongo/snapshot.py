@@ -10,10 +10,6 @@ Import is idempotent: documents are upserted by ``_id``, and a ``tasks``/``meta`
 the stored one of the same task name. Collections are written shapes first and ``tasks`` last, as
 :func:`obdb.mongo.layout.write_task` does, so a task never appears before its shapes.
 
-The read view (``task_frames``, see :mod:`obdb.mongo.layout`) is neither exported nor imported: it
-is derived from the shapes. An import deletes the view of every task name it imports (and the whole
-view with ``drop`` of ``tasks`` or ``annotation_data``), so those tasks are read with the
-aggregation until :func:`~obdb.mongo.layout.write_task` writes them again.
 Every document is checked before anything is written; a malformed one is reported with file and
 line.
 """
@@ -24,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timezone
@@ -40,7 +37,6 @@ from tqdm.auto import tqdm
 
 from obdb.fileio import atomic_path
 from obdb.mongo.connection import ensure_indexes
-from obdb.mongo.layout import VIEW
 
 logger = logging.getLogger(__name__)
 
@@ -120,27 +116,27 @@ def _read_lines(path: Path, text: str) -> Iterator[Item]:
 
 
 def _read_array(path: Path, text: str) -> Iterator[Item]:
-    """A ``--jsonArray`` file, read item by item so an error can still name its line."""
+    """A ``--jsonArray`` file, read item by item so an error can still name its line.
+
+    Linear in the file's size: line numbers are counted only over the text between one item and the
+    next (:class:`_LineCounter`), never from the start of the file again."""
     decoder = _decoder()
+    lines = _LineCounter(text)
     pos = text.index("[") + 1
     index = 0
     while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        line = text.count("\n", 0, pos) + 1
+        pos = _skip_space(text, pos)
         if pos >= len(text):
-            raise SnapshotError(f"{path}:{line}: JSON array is not closed with ']'")
+            raise SnapshotError(f"{path}:{lines.at(pos)}: JSON array is not closed with ']'")
         if text[pos] == "]":
             if text[pos + 1:].strip():
-                raise SnapshotError(f"{path}:{line}: text after the closing ']'")
+                raise SnapshotError(f"{path}:{lines.at(pos)}: text after the closing ']'")
             return
         if index:
             if text[pos] != ",":
-                raise SnapshotError(f"{path}:{line}: expected ',' or ']' between array items")
-            pos += 1
-            while pos < len(text) and text[pos].isspace():
-                pos += 1
-            line = text.count("\n", 0, pos) + 1
+                raise SnapshotError(f"{path}:{lines.at(pos)}: expected ',' or ']' between array items")
+            pos = _skip_space(text, pos + 1)
+        line = lines.at(pos)
         try:
             doc, pos = decoder.raw_decode(text, pos)
         except (json.JSONDecodeError, BSONError, ValueError, TypeError, OverflowError) as err:
@@ -148,6 +144,31 @@ def _read_array(path: Path, text: str) -> Iterator[Item]:
             raise SnapshotError(f"{where}: malformed JSON in array item {index}: {_reason(err)}") from None
         yield Item(doc, f"{path}:{line}")
         index += 1
+
+
+_SPACE = re.compile(r"\s*")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # \s* always matches
+
+
+class _LineCounter:
+    """Line numbers of increasing offsets into one text, each character counted once in all."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.line = 1
+        self.scanned = 0  # characters looked at, for the test that reading stays linear
+
+    def at(self, pos: int) -> int:
+        if pos < self.pos:  # only forward; a step back would rescan
+            raise ValueError("line numbers are asked for increasing offsets only")
+        self.line += self.text.count("\n", self.pos, pos)
+        self.scanned += pos - self.pos
+        self.pos = pos
+        return self.line
 
 
 def _reason(err: Exception) -> str:
@@ -288,20 +309,13 @@ def _operations(name: str, docs: list[dict[str, Any]]) -> Iterator[Any]:
 def import_snapshot(db: Database, files: dict[str, Path], *, drop: bool = False,
                     progress: bool = True) -> dict[str, int]:
     """Check every file, then upsert their documents (``drop``: empty those collections first).
-    The ``task_frames`` views of the imported task names are removed (see the module docstring).
     Returns the document count per imported collection."""
     loaded = {name: load_documents(name, files[name]) for name in COLLECTIONS if name in files}
     if drop:
         for name in loaded:
             db[name].drop()
             logger.info("dropped collection %s.%s", db.name, name)
-        if {"tasks", "annotation_data"} & loaded.keys():
-            db[VIEW].drop()  # derived from what was just dropped
     ensure_indexes(db)
-    # views of the imported task names describe what the import replaces: stale
-    names = sorted({doc[_KEY[name]] for name, docs in loaded.items() for doc in docs})
-    for start in range(0, len(names), _BATCH):
-        db[VIEW].delete_many({"task_name": {"$in": names[start:start + _BATCH]}})
     counts: dict[str, int] = {}
     for name, docs in loaded.items():
         ops = list(_operations(name, docs))

@@ -1,5 +1,6 @@
-"""Push review problems to their CVAT tasks as ``source=auto`` shapes, through auto_annotate's
-write path (:mod:`obdb.annotate.push`): same safety rules, backups, dedupe and plan table.
+"""Push review problems to their CVAT tasks as ``source=auto`` shapes, through the CVAT package's
+write path (:mod:`obdb.cvat.push`, which auto_annotate uses too): same safety rules, backups,
+dedupe and plan table.
 
 Each problem becomes the shape an annotator would accept as the fix, marked ``review:
 unreviewed`` with the suspicion score in the ``score`` attribute, so it can be sorted, accepted or
@@ -19,14 +20,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Sequence
 
-from ..annotate.dedupe import AUTO
-from ..annotate.errors import AnnotateError
-from ..annotate.plan import TaskPlan
-from ..annotate.push import RunOptions, find_task_by_name, finish, plan_update
-from ..annotate.review import REVIEW, SCORE, UNREVIEWED, format_score
-from ..annotate.shapes import NamedShape, named_shape
-from ..cvat import tasks as cvat_tasks
-from ..cvat.connection import CvatSession
+from ..cvat import (AUTO, REVIEW, SCORE, UNREVIEWED, AnnotateError, CvatSession, NamedShape, RunOptions, TaskPlan,
+                    find_task_by_name, finish, format_score, get_annotations, named_shape, plan_update)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +74,7 @@ def push_review(session: CvatSession, rows: Sequence[Mapping[str, Any]], options
         tasks[name] = task
     plans = []
     for name, task in tasks.items():
-        plan = plan_update(task, cvat_tasks.get_annotations(session, task.id), shapes[name])
+        plan = plan_update(task, get_annotations(session, task.id), shapes[name])
         spurious = skipped.get(f"spurious:{name}", 0)
         if spurious:
             plan.notes.append(f"{spurious} spurious box(es) not pushed (see review.json)")

@@ -20,10 +20,11 @@ import numpy as np
 from ..dataset import DetectionDataset, make_loader
 from ..evaluation import predict
 from ..fileio import read_json, write_json
-from ..pipeline import fit_config, fixed_params, model_spec, run_paths
+from ..pipeline import fixed_params, run_paths
+from ..training.config import fit_config, fit_data, model_spec
 from ..records import ClassMap, ImageRecord, stable_hash
 from ..settings import Settings
-from ..training.fit import FitData, fit
+from ..training.fit import fit
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,7 @@ def out_of_fold_predictions(settings: Settings, records: Sequence[ImageRecord], 
         folder = fold_dir(out, k)
         checkpoints = folder / "checkpoints"
         _clear_stale_checkpoints(checkpoints, fingerprint)
-        data = FitData(train, held_out, class_map, hflip=settings.train.hflip, photometric=settings.train.photometric,
-                       cache_images=settings.train.cache_images)
+        data = fit_data(settings, train, held_out, class_map, progress, shared_cache=False)
         model, _, _ = fit(data, config, params, max_epochs=epochs, name=f"{variant} review fold {k}",
                           patience=settings.max_plateau_count, checkpoint_dir=checkpoints)
         loader = make_loader(DetectionDataset(held_out, class_map, train=False),

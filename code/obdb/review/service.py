@@ -1,7 +1,7 @@
 """``obdb review``: data → folds → out-of-fold predictions → ranked problems → review files.
 
-The data is loaded, linted and class-mapped exactly as the runner does, so the review judges the
-boxes a model would train on.
+The data is prepared by the runner's own stage (:func:`obdb.prepare.prepare`: loaded, linted and
+class-mapped, not split), so the review judges the boxes a model would train on.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 
 from ..evaluation import coco_metrics
 from ..outputs import check_writable, now
-from ..pipeline import RunError, choose_class_map, load_annotations, require_records, run_paths
+from ..pipeline import RunError, run_paths
+from ..prepare import prepare
 from ..records import ImageRecord
 from ..settings import Settings
 from .folds import assign_folds
@@ -32,19 +33,6 @@ class ReviewOutcome:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def load_review_data(settings: Settings, save_dir: Path, progress: bool) -> tuple[list[ImageRecord], Any]:
-    from ..lint import LintError, lint_for_run
-
-    annotations = load_annotations(settings, progress)
-    try:
-        lint_for_run(annotations, settings, save_dir=save_dir, progress=progress)
-    except LintError as err:
-        raise RunError(str(err)) from None
-    require_records(annotations)
-    class_map = choose_class_map(settings, annotations)
-    return annotations.records, class_map
-
-
 def run_review(settings: Settings, *, folds: int | None = None, epochs: int | None = None, out: Path | None = None,
                top: int = 50, variant: str | None = None, thresholds: ReviewThresholds | None = None,
                plots: bool = True, progress: bool = True) -> ReviewOutcome:
@@ -53,7 +41,8 @@ def run_review(settings: Settings, *, folds: int | None = None, epochs: int | No
     out = Path(out) if out else paths.save_dir / "review"
     check_writable(out)
     thresholds = thresholds or ReviewThresholds()
-    records, class_map = load_review_data(settings, paths.save_dir, progress)
+    prepared = prepare(settings, save_dir=paths.save_dir, progress=progress, split=False)
+    records, class_map = prepared.records, prepared.class_map
     fold_of, source = assign_folds(records, settings, folds, progress=progress)
     count = len(set(fold_of.values()))
     log.info("review: %d images in %d folds (%s)", len(records), count, source)

@@ -107,12 +107,12 @@ def load(source: Source, options: LoadOptions | None = None, *, progress: bool =
                 raw = _frame_boxes(task, frame, options, stats)
                 if raw is None:
                     continue
-                path = _locate(task.root, frame, skipped, stats)
+                path = _locate(task.root, frame, len(raw), skipped, stats)
                 if path is None:
                     continue
                 size = probe_image(path)
                 if isinstance(size, str):
-                    skipped.append(SkippedImage(str(path), size))
+                    skipped.append(SkippedImage(str(path), size, len(raw)))
                     continue
                 record = _record(task, frame, path, size, raw, regex, stats)
                 if not len(record.boxes) and not options.keep_empty:
@@ -153,8 +153,9 @@ def _frame_boxes(task: Task, frame: Frame, options: LoadOptions, stats: _Stats) 
     return raw
 
 
-def _locate(root: Path, frame: Frame, skipped: list[SkippedImage], stats: _Stats) -> Path | None:
-    """The image file of ``frame`` under ``root``, or None (with the reason in ``skipped``)."""
+def _locate(root: Path, frame: Frame, boxes: int, skipped: list[SkippedImage], stats: _Stats) -> Path | None:
+    """The image file of ``frame`` under ``root``, or None (with the reason and the frame's number of
+    boxes in ``skipped``)."""
     try:
         resolve_inside(root, frame.name)
         candidates = [Path(frame.file)] if frame.file is not None else [Path(frame.name.replace("\\", "/"))]
@@ -164,13 +165,13 @@ def _locate(root: Path, frame: Frame, skipped: list[SkippedImage], stats: _Stats
             resolve_inside(root, candidate)
     except PathOutsideRoot as err:
         stats.outside.append(frame.name)
-        skipped.append(SkippedImage(frame.name, str(err)))
+        skipped.append(SkippedImage(frame.name, str(err), boxes))
         return None
     tried = [root / c for c in candidates]
     for path in tried:
         if path.is_file():
             return path
-    skipped.append(SkippedImage(str(tried[0]), "image file not found (tried " + ", ".join(map(str, tried)) + ")"))
+    skipped.append(SkippedImage(str(tried[0]), "image file not found (tried " + ", ".join(map(str, tried)) + ")", boxes))
     return None
 
 

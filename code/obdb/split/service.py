@@ -84,9 +84,10 @@ def feature_cache_dir(settings: Settings) -> Path:
 
 def split_for_run(records: Sequence[ImageRecord], settings: Settings, *, save_dir: Path, progress: bool = True,
                   report: bool | None = None, log_summary: bool = True,
-                  fail_on_leak: bool | None = None) -> SplitOutcome:
-    """Form the groups, make the split the settings ask for, save its manifest and (``report``;
-    default: for ``tsne`` only) its report, and check it for leaks. Returns what was written.
+                  fail_on_leak: bool | None = None, save: bool = True) -> SplitOutcome:
+    """Form the groups, make the split the settings ask for, save its manifest (unless ``save`` is
+    off: scoring recomputing a lost split) and (``report``; default: for ``tsne`` only) its report,
+    and check it for leaks. Returns what was written.
 
     ``fail_on_leak`` (default ``split.fail_on_leak``) raises :class:`SplitLeakError` once the
     files are written when groups or neighbouring frames straddle the sides."""
@@ -118,7 +119,8 @@ def split_for_run(records: Sequence[ImageRecord], settings: Settings, *, save_di
         manifest = make_split(records, cfg.method, val_fraction=cfg.val_fraction, seed=seed,
                               file=Path(cfg.file) if cfg.file else None)
     splits_dir = Path(save_dir) / "splits"
-    outcome = SplitOutcome(manifest, manifest.save(splits_dir), grouping=grouping)
+    outcome = SplitOutcome(manifest, manifest.save(splits_dir) if save else splits_dir / f"{manifest.hash}.json",
+                           grouping=grouping)
     gap = cfg.neighbour_max_gap
     if want_report:
         assert analysis is not None

@@ -137,7 +137,7 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------
     def train(self) -> TrainState:
         if self.device.type == "cpu":
-            torch.set_flush_denormal(True)  # ~3x faster random-init steps on CPU
+            torch.set_flush_denormal(True)  # denormal floats make random-init steps on a CPU far slower
         self.model.to(self.device)
         for hook in self.hooks:
             hook.before_train(self)

@@ -1,4 +1,5 @@
-"""Plan and apply the writes of every mode, under one set of safety rules.
+"""Plan and apply writes of shapes to CVAT tasks, under one set of safety rules: the public write
+path of ``auto_annotate`` (:mod:`obdb.annotate`) and of ``obdb review --push`` (:mod:`obdb.review`).
 
 * Without ``replace`` no existing shape is ever deleted or modified: plans only add.
 * With ``replace`` only shapes with ``source == "auto"`` whose review attribute is still
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cvat import tasks as cvat_tasks
-from ..cvat import writes as cvat_writes
-from ..cvat.connection import CvatSession
-from ..cvat.tasks import TaskInfo
+from . import tasks as cvat_tasks
+from . import writes as cvat_writes
+from .connection import CvatSession
+from .tasks import TaskInfo
 from .dedupe import AUTO, ShapeIndex
 from .errors import AnnotateError
 from .plan import TaskPlan

@@ -1,4 +1,4 @@
-"""The one error type of the annotate package."""
+"""The error of planned CVAT writes (annotate's modes and review's push share it)."""
 from __future__ import annotations
 
 from obdb.errors import UserError

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 from .dedupe import AUTO
 from .errors import AnnotateError
-from .function import Detections
 from .review import REVIEW, SCORE, UNREVIEWED, format_score
+
+class Detections(Protocol):
+    """What :func:`auto_shapes` reads from a model's detections on one image (e.g.
+    :class:`obdb.annotate.function.Detections`): xyxy pixel boxes, scores and label names."""
+
+    boxes: Any
+    scores: Any
+    labels: list[str]
+
 
 NamedShape = dict[str, Any]  # {"type","frame","label","points","occluded","z_order","rotation","source","group","attributes": {name: value}}
 

@@ -4,7 +4,7 @@
 First a plan is made from two cheap listings (CVAT's tasks with their ``updated_date``, the
 database's stored tasks): tasks to add, to update (CVAT's ``updated_date`` or task id changed),
 left unchanged (nothing downloaded) and to delete (deleted in CVAT). Then the plan is applied one
-task at a time with ``obdb.mongo.layout.write_task``, which replaces a task atomically and
+task at a time with :func:`obdb.mongo.layout.write_task`, which replaces a task atomically and
 leaves identical content byte-identical.
 
 Only tasks that sync wrote (``source: "cvat"`` in their ``tasks`` document; ``cvat_id`` and
@@ -25,12 +25,12 @@ from typing import Any, Iterable, Sequence
 from pymongo.database import Database
 from tqdm.auto import tqdm
 
-from .cvat import (CvatSession, TaskInfo, expand_tracks, get_annotations, list_tasks, task_frames,
+from ..cvat import (CvatSession, TaskInfo, expand_tracks, get_annotations, list_tasks, task_frames,
                    task_labels)
-from .cvat.tasks import FrameMeta
-from .mongo.layout import TaskNotFound, delete_task, find_tasks, stored_tasks, write_task
-from .shapes import BOX_KINDS, shape_box
-from .sources.truth import attribute_values
+from ..cvat.tasks import FrameMeta
+from ..shapes import BOX_KINDS, shape_box
+from ..sources.truth import attribute_values
+from .layout import TaskNotFound, delete_task, find_tasks, stored_tasks, write_task
 
 log = logging.getLogger(__name__)
 
