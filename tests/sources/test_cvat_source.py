@@ -159,7 +159,7 @@ def test_review_and_test_model_score_against_the_same_ground_truth(cvat_env, dat
     from fake_cvat.scenarios import expected_boxes, loaded_boxes, seed_proposals
 
     from obdb.records import ClassMap
-    from obdb.review.service import load_review_data
+    from obdb.prepare import prepare
     from obdb.scoring import records_from_run
 
     seed_proposals(cvat_env, "gt_val_proposals")
@@ -170,5 +170,5 @@ def test_review_and_test_model_score_against_the_same_ground_truth(cvat_env, dat
     header = {"class_map": ClassMap(("crop", "weed")).to_json()}
     scored = records_from_run(settings, header, "all", progress=False)
     assert loaded_boxes(scored) == expected_boxes("accepted")
-    reviewed, _class_map = load_review_data(settings, tmp_path / "out", progress=False)
+    reviewed = prepare(settings, save_dir=tmp_path / "out", progress=False, split=False).records  # as review does
     assert loaded_boxes(reviewed) == expected_boxes("accepted")
