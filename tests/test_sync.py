@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import bson
 import pytest
 
+from helpers.servers import free_port
+from helpers.tiny_data import tiny_settings
 from obdb import cvat, sync
 from obdb.cli.main import main as obdb_main
 from obdb.mongo.layout import VIEW, write_task
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import free_port, tiny_settings  # noqa: E402
 
 FRAMES = [(f"fielddata/cam1/video1/video1frame{i:04d}.png", 64, 48) for i in range(4)]
 

@@ -6,21 +6,18 @@ assertion follows from predictions the test chose (frames are told apart by a ke
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers.annotate import XML, FixedDetector, key_image
 from obdb.annotate.function import ModelDetectionFunction
 from obdb.annotate.modes import annotate_folder, annotate_tasks, find_missing, set_status
 from obdb.annotate.push import RunOptions
 from obdb.annotate.uploads import upload_xml
 from obdb.cvat import CvatCredentials, CvatError, connect, read_backup
 from obdb.records import ClassMap
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annotate_support import XML, FixedDetector, key_image  # noqa: E402
 
 CLASSES = ClassMap(("red", "blue"))
 

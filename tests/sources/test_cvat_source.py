@@ -1,20 +1,17 @@
 """The CVAT source (data.source = "cvat") against the fake CVAT server."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.tiny_data import LABELS, make_tiny_dataset, tiny_settings
 from obdb import cvat
 from obdb.pipeline import load_annotations
 from obdb.settings.loader import parse_settings
 from obdb.sources.base import SourceError
 from obdb.sources.formats import parse_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import LABELS, make_tiny_dataset, tiny_settings  # noqa: E402
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,9 @@ import pytest
 from bson import ObjectId
 from PIL import Image
 
+from helpers.original_export import original_documents, write_original_export
+from helpers.servers import free_port
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
 from obdb.mongo import connection, layout
 from obdb.mongo.layout import BATCH, VIEW, find_tasks, read_task, write_task
 from obdb.mongo.snapshot import import_snapshot, snapshot_files
@@ -24,12 +26,6 @@ from obdb.records import ImageRecord
 from obdb.settings import load_settings
 from obdb.sources.base import SourceError
 from obdb.sources.mongo import _Counts, frames_to_parsed, read_task_frames, read_view, task_to_parsed
-
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-sys.path.insert(0, str(TESTS / "mongo"))
-from conftest import free_port, make_tiny_dataset, tiny_settings  # noqa: E402
-from original_export import original_documents, write_original_export  # noqa: E402
 
 
 @pytest.fixture(scope="module")

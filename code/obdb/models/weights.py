@@ -97,7 +97,7 @@ def load_weights_file(path: str | os.PathLike[str], map_location: Any = "cpu") -
         raise ModelError(f"weights file {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
         raise ModelError(f"{path} is not a state_dict file (pickled models are refused; save "
                          f"model.state_dict() instead): {type(exc).__name__}: {exc}") from None
 
