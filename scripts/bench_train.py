@@ -2,6 +2,7 @@
 """Training-loop overhead: images/s of obdb's Trainer divided by a bare torchvision-style loop.
 
     .venv/bin/python scripts/bench_train.py [--steps 4] [--warmup 1] [--rounds 4] [--no-progress] [--json PATH]
+        [--device cuda [--amp]]
 
 Both arms train the same random-init detector from the same weights, on the same batches (same
 dataset, loader, seed and global RNG state) with the same SGD settings and the same per-iteration
@@ -48,8 +49,10 @@ class TimedBatches:
     """Yields exactly ``warmup + steps`` batches (cycling the loader's epochs) and times the last
     ``steps`` of them: loading plus whatever the consumer does with each batch."""
 
-    def __init__(self, loader, warmup: int, steps: int) -> None:
+    def __init__(self, loader, warmup: int, steps: int, device: torch.device | None = None) -> None:
         self.loader, self.warmup, self.steps = loader, warmup, steps
+        # CUDA runs asynchronously: wait for the previous step's kernels before each time stamp
+        self.sync = device is not None and device.type == "cuda"
         self.step_seconds: list[float] = []  # per timed step: loading the batch + training on it
 
     def __len__(self) -> int:
@@ -64,8 +67,12 @@ class TimedBatches:
         stamps = []
         for i in range(len(self)):
             if i >= self.warmup:
+                if self.sync:
+                    torch.cuda.synchronize()
                 stamps.append(time.perf_counter())
             yield next(batches)
+        if self.sync:
+            torch.cuda.synchronize()
         stamps.append(time.perf_counter())
         self.step_seconds = [b - a for a, b in zip(stamps, stamps[1:])]
 
@@ -92,28 +99,40 @@ def run_arm(arm: str, model, init_state, dataset, args, log_dir: Path, warmup: i
     model.zero_grad(set_to_none=True)
     torch.manual_seed(args.seed)  # augmentation and RPN/RoI sampling draw from the global RNG
     loader = make_loader(dataset, batch_size=args.batch_size, shuffle=True, workers=args.workers, seed=args.seed)
-    batches = TimedBatches(loader, warmup, steps)
+    device = torch.device(args.device)
+    batches = TimedBatches(loader, warmup, steps, device)
     hp = SimpleNamespace(lr=args.lr, momentum=0.9, weight_decay=1e-4, step_size=3, gamma=0.1)
     if arm == "bare":
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         lr_warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.001, total_iters=args.warmup_iters)
+        use_amp = args.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        model.to(device)
         model.train()
         losses = []
         for images, targets in batches:
-            loss_dict = model(images, targets)
-            loss = sum(loss_dict.values())
+            images = [img.to(device, non_blocking=True) for img in images]
+            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                loss_dict = model(images, targets)
+                loss = sum(loss_dict.values())
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:  # as the Trainer does with amp
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             lr_warmup.step()  # references/detection: per-iteration LinearLR in epoch 0
             losses.append(loss.detach())
         mean_loss = float(torch.stack(losses).mean())
     else:
         optimizer = build_optimizer(model, hp)
         hooks = [EarlyStopHook(patience=5), TensorBoardHook(log_dir)]
-        trainer = Trainer(model, optimizer, build_scheduler(optimizer, hp), batches, device=torch.device("cpu"),
-                          max_epochs=1, hooks=hooks, warmup_iters=args.warmup_iters, amp=False, name="bench",
+        trainer = Trainer(model, optimizer, build_scheduler(optimizer, hp), batches, device=device,
+                          max_epochs=1, hooks=hooks, warmup_iters=args.warmup_iters, amp=args.amp, name="bench",
                           progress=args.progress, seed=args.seed)
         state = trainer.train()
         mean_loss = state.history[-1]["train/loss"]
@@ -142,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="disable the Trainer's tqdm bar (a real run shows it)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (both arms)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (both arms, as train.amp)")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available")
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # Trainer.train does this on CPU; the bare arm must too

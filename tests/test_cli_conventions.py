@@ -47,8 +47,10 @@ def test_every_option_follows_the_convention(command: str, parser: argparse.Argu
             assert action.metavar == "KEY", f"{command}: --tasks names a task list of the settings"
         if "--task" in action.option_strings:
             assert isinstance(action, argparse._AppendAction), f"{command}: --task is repeatable"
-        if isinstance(action, BoolAction):
-            assert any(o.startswith("--no-") for o in action.option_strings), names
+        if isinstance(action, BoolAction) and not action.negative:
+            twin = "--no-" + action.option_strings[-1][2:]
+            assert twin in parser._option_string_actions, f"{command} {names}: no {twin}"
+            assert parser._option_string_actions[twin].nargs == 0, f"{command} {twin} takes no value"
 
 
 def test_bool_options_read_as_written() -> None:
@@ -59,6 +61,11 @@ def test_bool_options_read_as_written() -> None:
     assert parser.parse_args(["--dry-run", "--no-plots"]) == argparse.Namespace(dry_run=True, plots=False)
     assert parser.parse_args(["--no-dry-run", "--plots"]) == argparse.Namespace(dry_run=False, plots=True)
     assert parser.parse_args(["--plots", "False"]).plots is False  # an explicit value is read, never as "true"
+    overrides = argparse.ArgumentParser()
+    add_bool(overrides, "--progress", "bars", default=True, takes_value=True)
+    overrides.add_argument("rest", nargs="*")
+    args = overrides.parse_args(["--no-progress", "train.batch_size=2"])  # the override is not swallowed
+    assert args.progress is False and args.rest == ["train.batch_size=2"]
     for bad in (["--dry-run", "False"], ["--plots", "maybe"], ["--no-plots=yes"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)

@@ -156,7 +156,7 @@ def dashboards(tmp_path: Path) -> Any:
     process = subprocess.Popen(["bash", "scripts/dashboards.sh", "--storage", url, "--logdir",
                                 str(tmp_path / "train" / "runs"), "--optuna-port", str(optuna_port),
                                 "--tensorboard-port", str(tb_port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                               start_new_session=True, env={**os.environ, "VENV": str(BIN.parent)})
     try:
         optuna_url, tb_url = f"http://127.0.0.1:{optuna_port}", f"http://127.0.0.1:{tb_port}"
         try:

@@ -138,15 +138,25 @@ def test_dockerfile_lints_clean_and_installs_the_lock() -> None:
         hadolint = Path(shutil.which("hadolint") or "/nonexistent")
     if not hadolint.exists():
         pytest.skip("hadolint not installed (pip install -e .[test])")
-    result = subprocess.run([str(hadolint), str(DOCKER / "Dockerfile")], capture_output=True, text=True, timeout=60,
-                            cwd=ROOT)
-    assert result.returncode == 0, result.stdout + result.stderr
+    for dockerfile in ("Dockerfile", "postgres-standin.Dockerfile"):
+        result = subprocess.run([str(hadolint), str(DOCKER / dockerfile)], capture_output=True, text=True,
+                                timeout=60, cwd=ROOT)
+        assert result.returncode == 0, result.stdout + result.stderr
     text = (DOCKER / "Dockerfile").read_text()
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
     assert base and re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime)-ubuntu\d+\.\d+", base.group(1))
     assert "FROM ${BASE_IMAGE}" in text
     assert "-c constraints.txt torch torchvision" in text and "-c constraints.txt ." in text
     assert re.search(r"^USER ", text, re.M)  # not root
+    # no BuildKit frontend pull (fails without Docker Hub); proxy CA and pip mirror as build arguments
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
+    assert re.search(r"^ARG EXTRA_CA_CERTS=", text, re.M) and re.search(r"^ARG PIP_INDEX_URL=", text, re.M)
+    ca_written = text.index("/usr/local/share/ca-certificates/obdb-build-extra.crt")
+    assert ca_written < text.index("apt-get install") < text.index("pip install")
+    assert "PIP_CERT=/etc/ssl/certs/ca-certificates.crt" in text
+    # the torch layer depends on the lock only: README/pyproject edits keep it cached
+    torch_layer = text.index("-c constraints.txt torch torchvision")
+    assert text.index("COPY constraints.txt ./") < torch_layer < text.index("COPY pyproject.toml README.md ./")
     constraints = (ROOT / "constraints.txt").read_text()
     assert "torch==2.14.1" in constraints and "optuna-dashboard==" in constraints
 
@@ -213,3 +223,115 @@ def test_entrypoint_builds_the_storage_url_from_the_secret_file(tmp_path: Path) 
     missing = subprocess.run(["sh", str(DOCKER / "entrypoint.sh"), "true"], capture_output=True, text=True, env=env,
                              timeout=30)
     assert missing.returncode == 2 and "password file" in missing.stderr
+
+
+def test_compose_has_no_fixed_project_name_and_compose_sh_names_it_after_the_checkout(tmp_path: Path) -> None:
+    """Two checkouts on one Docker host must not share containers, volumes and ports."""
+    assert not re.search(r"^name\s*:", (DOCKER / "compose.yaml").read_text(), re.M)
+    command, env = compose_command(tmp_path)
+    env["PATH"] = f"{BIN}:{env['PATH']}"  # compose.sh falls back to a docker-compose on PATH
+    if command[0] != "docker" and not (BIN / "docker-compose").exists():
+        pytest.skip("no docker compose")
+    env.pop("COMPOSE_PROJECT_NAME", None)
+
+    def name(extra_env: dict[str, str], *args: str) -> str:
+        result = subprocess.run(["bash", "scripts/compose.sh", *args, "config", "--format", "json"], cwd=ROOT,
+                                capture_output=True, text=True, env={**env, **extra_env}, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["name"]
+
+    expected = re.sub(r"[^a-z0-9_-]", "-", ROOT.name.lower()).lstrip("-_") or "obdb"
+    assert name({}) == expected
+    assert name({"COMPOSE_PROJECT_NAME": "obdb-other"}) == "obdb-other"
+    env_file = tmp_path / "named.env"
+    env_file.write_text("COMPOSE_PROJECT_NAME=obdb-from-file\nPOSTGRES_PASSWORD=x\n")
+    assert name({}, "--env-file", str(env_file)) == "obdb-from-file"
+
+
+def test_host_folders_are_never_created_by_docker_and_tensorboard_sees_the_demo_runs(tmp_path: Path) -> None:
+    """Docker would create a missing bind-mount folder as root, which the non-root trainer then
+    cannot write (issue 17.1); TensorBoard must watch a folder that holds every writer_dir."""
+    services = compose_config(tmp_path, "compose.yaml")["services"]
+    for service in ("trainer", "tensorboard"):
+        for volume in services[service]["volumes"]:
+            assert volume["type"] == "bind" and volume["bind"]["create_host_path"] is False, (service, volume)
+    tensorboard = services["tensorboard"]
+    assert [v["target"] for v in tensorboard["volumes"]] == ["/train"] and tensorboard["volumes"][0]["read_only"]
+    logdir = tensorboard["command"][tensorboard["command"].index("--logdir") + 1].rstrip("/")
+    demo = json.loads((ROOT / "settings" / "demo.json").read_text())
+    # /workspace/train links to /train, so the writer_dir "train/demo/runs" is /train/demo/runs
+    writer_dir = "/" + demo["writer_dir"].strip("/")
+    assert writer_dir == logdir or writer_dir.startswith(logdir + "/"), (logdir, writer_dir)
+
+
+def test_optuna_dashboard_service_starts_on_an_empty_database(tmp_path: Path) -> None:
+    """optuna-dashboard opens the storage with skip_table_creation: on a database no trainer has
+    touched yet it crash-looped (issue 17.3). The service's own command, run with a stand-in
+    optuna-dashboard that opens the storage the same way, must succeed on an empty database."""
+    command = compose_config(tmp_path, "compose.yaml")["services"]["optuna-dashboard"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    script = command[2].replace("$$", "$")  # compose's escape for a literal $
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # the image's venv python
+    (fake / "python").chmod(0o755)
+    (fake / "optuna-dashboard").write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "from optuna_dashboard._storage_url import get_storage\n"
+        "storage = get_storage(sys.argv[1])\n"
+        "print('studies:', len(storage.get_all_studies()))\n")
+    (fake / "optuna-dashboard").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+
+    bare = {**env, "OBDB_OPTUNA_STORAGE": f"sqlite:///{tmp_path / 'bare.db'}"}
+    without = subprocess.run([str(fake / "optuna-dashboard"), bare["OBDB_OPTUNA_STORAGE"]], capture_output=True,
+                             text=True, env=bare, timeout=120)
+    assert without.returncode != 0  # the stand-in reproduces the crash on an empty database
+
+    fresh = {**env, "OBDB_OPTUNA_STORAGE": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=fresh, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "studies: 0" in result.stdout
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Docker's .dockerignore rule (Go filepath.Match plus ``**``): a path is left out when it or
+    a folder above it matches the last matching pattern (``!`` re-includes)."""
+    excluded = False
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate, pattern = line.startswith("!"), line.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+        regex = regex.replace(r"\?", "[^/]")
+        parts = path.split("/")
+        if any(re.fullmatch(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_leaves_out_egg_info_at_any_depth() -> None:
+    assert dockerignore_excludes("code/obdb.egg-info/PKG-INFO")
+    assert dockerignore_excludes("obdb.egg-info/PKG-INFO")
+    assert dockerignore_excludes("code/obdb/__pycache__/x.pyc") and dockerignore_excludes(".git/HEAD")
+    for needed in ("code/obdb/__init__.py", "pyproject.toml", "constraints.txt", "README.md", "docker/entrypoint.sh",
+                   "settings/demo.json"):
+        assert not dockerignore_excludes(needed), needed
+
+
+def test_build_script_passes_the_ca_bundle_and_pip_index(tmp_path: Path) -> None:
+    bundle = tmp_path / "proxy-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    result = run_script("scripts/build_training.sh", "--dry-run", "--ca-bundle", str(bundle), "--pip-index-url",
+                        "https://mirror.example/simple")
+    assert result.returncode == 0, result.stderr
+    assert "EXTRA_CA_CERTS=" in result.stdout and str(bundle) in result.stdout
+    assert "PIP_INDEX_URL=https://mirror.example/simple" in result.stdout
+    not_pem = tmp_path / "empty.pem"
+    not_pem.write_text("hello\n")
+    bad = run_script("scripts/build_training.sh", "--dry-run", "--ca-bundle", str(not_pem))
+    assert bad.returncode == 2 and "no PEM certificate" in bad.stderr
+    missing = run_script("scripts/build_training.sh", "--dry-run", "--ca-bundle", str(tmp_path / "nope.pem"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr

@@ -134,10 +134,13 @@ def test_flag_false_never_means_true(name: str, capsys: pytest.CaptureFixture[st
     for action in options_of(parser, base):
         flag = action.option_strings[0]
         valued = action.type is parse_bool or (isinstance(action, BoolAction) and action.nargs == "?")
-        if isinstance(action, BoolAction):  # the --x/--no-x pair: --no-x is always false
-            negative = next(o for o in action.option_strings if o.startswith("--no-"))
-            args = parse(parser, [*base, negative])
-            assert args is not None and getattr(args, action.dest) is False, negative
+        if isinstance(action, BoolAction) and action.negative:  # the --no-x twin: always false, no value
+            args = parse(parser, [*base, flag])
+            assert args is not None and getattr(args, action.dest) is False, flag
+            assert parse(parser, [*base, flag, "true"]) is None or getattr(parse(parser, [*base, flag, "true"]),
+                                                                          "overrides", None) == ["true"], flag
+            checked += 1
+            continue
         if valued:  # takes a value: "False" means false, anything unknown is refused
             for word, value in (("False", False), ("false", False), ("0", False), ("no", False), ("True", True)):
                 args = parse(parser, [*base, flag, word])

@@ -36,26 +36,22 @@ def parse_bool(text: str) -> bool:
 
 
 class BoolAction(argparse.Action):
-    """``--x`` (true) / ``--no-x`` (false). With ``takes_value``, ``--x VALUE`` with an explicit
-    boolean word works too (options that took a value before keep working); without it a value
-    after the flag is refused, so ``--dry-run False`` can never mean "true"."""
+    """``--x`` (true); with ``takes_value`` also ``--x VALUE`` with an explicit boolean word
+    (options that took a value before keep working); without it a value after the flag is
+    refused, so ``--dry-run False`` can never mean "true". The ``--no-x`` twin takes no value, so
+    ``--no-progress key=value`` leaves the override alone."""
 
     def __init__(self, option_strings: list[str], dest: str, default: bool = False, help: str | None = None,
-                 takes_value: bool = False, **kwargs: object) -> None:
-        names = list(option_strings) + ["--no-" + n[2:] for n in option_strings if n.startswith("--")]
-        state = "on" if default else "off"
-        super().__init__(names, dest, nargs="?" if takes_value else 0, default=default,
-                         metavar="BOOL" if takes_value else None,
-                         help=f"{help} (default: {state})" if help else None)
+                 takes_value: bool = False, negative: bool = False, **kwargs: object) -> None:
+        self.negative = negative
+        super().__init__(option_strings, dest, nargs="?" if takes_value and not negative else 0, default=default,
+                         metavar="BOOL" if takes_value and not negative else None, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:
-        negative = bool(option_string and option_string.startswith("--no-"))
         if values in (None, []):
-            setattr(namespace, self.dest, not negative)
+            setattr(namespace, self.dest, not self.negative)
             return
-        if negative:
-            parser.error(f"{option_string} takes no value (got {values!r})")
         try:
             setattr(namespace, self.dest, parse_bool(str(values)))
         except argparse.ArgumentTypeError as err:
@@ -64,8 +60,12 @@ class BoolAction(argparse.Action):
 
 def add_bool(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, help_text: str,
              default: bool = False, takes_value: bool = False) -> None:
-    """Add a boolean option ``--name``/``--no-name`` (the one convention for booleans)."""
-    parser.add_argument(name, action=BoolAction, default=default, help=help_text, takes_value=takes_value)
+    """Add a boolean option ``--name`` and its ``--no-name`` twin (the one convention for booleans)."""
+    negative = "--no-" + name[2:]
+    action = parser.add_argument(name, action=BoolAction, default=default, takes_value=takes_value,
+                                 help=f"{help_text} (default: {'on' if default else 'off'}; {negative} turns it off)")
+    parser.add_argument(negative, action=BoolAction, dest=action.dest, default=default, negative=True,
+                        help=argparse.SUPPRESS)
 
 
 def setup_logging(level: str = "INFO") -> None:
