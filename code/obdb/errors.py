@@ -14,8 +14,8 @@ every ``obdb`` command):
 code  meaning
 ====  =====================================================================================
 0     success
-1     unexpected failure (a bug: traceback printed) or a full disk
-2     bad input: settings, flags, annotations, files, credentials, a name that does not exist
+1     unexpected failure (a bug: traceback printed)
+2     bad input: settings, flags, annotations, files, credentials, a name that does not exist, a full disk
 3     a service (MongoDB, CVAT, PostgreSQL, a download) could not be reached after retries
 130   interrupted (Ctrl-C); rerun the same command to resume
 ====  =====================================================================================

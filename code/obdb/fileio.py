@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +29,15 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
-TEMP_SUFFIX = ".tmp"  # atomic_path's temp files: ".<name>.<random>.tmp" next to their target
+TEMP_SUFFIX = ".tmp"
+#: atomic_path's temp files, ``.obdb-<pid>-<random>.tmp`` next to their target: a name no other
+#: program uses, so cleaning up never touches another program's ``.*.tmp`` files on the volume.
+TEMP_PREFIX = ".obdb-"
+TEMP_NAME = re.compile(r"^\.obdb-\d+-[A-Za-z0-9_]+\.tmp$")
+#: a folder's abandoned temp files are swept when a write first lands in it; this old, because a
+#: writer on another host sharing the volume may not see our locks (NFS)
+SWEEP_MIN_AGE_S = 600.0
+_SWEPT: set[Path] = set()
 
 
 @contextlib.contextmanager
@@ -39,7 +49,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     A failed write raises an ``OSError`` naming ``path`` when the cause was one (a full disk)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    _sweep_once(target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=target.parent)
     tmp = Path(tmp_name)
     try:
         if fcntl is not None:
@@ -73,17 +84,31 @@ def _os_error(err: BaseException) -> OSError | None:
     return None
 
 
-def remove_stale_temps(root: str | os.PathLike[str], min_age_s: float = 2.0) -> int:
-    """Delete the temp files under ``root`` that a killed process left (SIGKILL, power loss, a
-    container stopped mid-write). A write in progress holds its temp file's lock, so only
-    abandoned ones are taken, even with other processes writing to the same volume. Returns how
-    many were removed."""
+def _sweep_once(folder: Path) -> None:
+    """Every command that writes a file cleans what killed writers left in that folder (once per
+    folder and process), so no command leaves the job to the runner alone."""
+    key = folder.resolve()
+    if key in _SWEPT:
+        return
+    _SWEPT.add(key)
+    try:
+        remove_stale_temps(folder, min_age_s=SWEEP_MIN_AGE_S, recursive=False)
+    except OSError as err:  # cleaning is a courtesy; the write itself must not fail for it
+        log.debug("could not sweep temp files in %s: %s", folder, err)
+
+
+def remove_stale_temps(root: str | os.PathLike[str], min_age_s: float = 2.0, *, recursive: bool = True) -> int:
+    """Delete obdb's own temp files (:data:`TEMP_NAME`) under ``root`` that a killed process left
+    (SIGKILL, power loss, a container stopped mid-write). Other programs' ``.*.tmp`` files are
+    never touched. A write in progress holds its temp file's lock, so only abandoned ones are
+    taken, even with other processes writing to the same volume. Returns how many were removed."""
     if fcntl is None:
         return 0
     removed = 0
-    for folder, _dirs, files in os.walk(root):
+    walk = os.walk(root) if recursive else [(str(root), [], _file_names(root))]
+    for folder, _dirs, files in walk:
         for name in files:
-            if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+            if not TEMP_NAME.match(name):
                 continue
             path = Path(folder) / name
             try:
@@ -103,6 +128,58 @@ def remove_stale_temps(root: str | os.PathLike[str], min_age_s: float = 2.0) -> 
     if removed:
         log.info("removed %d temp file(s) that an interrupted run left under %s", removed, root)
     return removed
+
+
+def _file_names(folder: str | os.PathLike[str]) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+# --- which process made a file: host, pid and the process's start time -------------------------
+def process_start(pid: int) -> str | None:
+    """An id of the running process ``pid`` that changes when the pid is reused: the boot id and
+    the process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22). None
+    when there is no such process or no ``/proc``.
+
+    Why not just "is pid alive": in a container the runner is PID 1 in every start, so a
+    leftover of a killed PID 1 always looks like a live process's."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+    except OSError:
+        boot = "noboot"
+    return f"{boot}-{ticks}"
+
+
+def host_name() -> str:
+    """This machine's name as one file-name-safe word (dots and odd characters become '-')."""
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname()) or "host"
+
+
+def process_gone(host: str, pid: int, start: str | None) -> bool:
+    """Whether the process that recorded ``(host, pid, start)`` is certainly not running any more:
+    it ran on this host and no process ``pid`` runs, or one does that started at another time
+    (the pid was reused, e.g. PID 1 of a restarted container). Another host's process is never
+    taken for gone (it cannot be asked)."""
+    if host != host_name():
+        return False
+    now = process_start(pid)
+    if now is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False  # alive, and no start time to compare
+    return start not in (None, "unknown") and now != start
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

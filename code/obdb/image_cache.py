@@ -45,7 +45,7 @@ try:
 except ImportError:  # pragma: no cover - future torchvision without its own decoders
     ImageReadMode = decode_image = None  # type: ignore[assignment,misc]
 
-from .fileio import read_json, write_json
+from .fileio import host_name, process_gone, process_start, read_json, write_json
 from .imageio import image_size, open_rgb
 from .records import ImageRecord
 
@@ -259,7 +259,9 @@ class ImageCache:
         if root is not None:
             Path(root).mkdir(parents=True, exist_ok=True)
             remove_abandoned_builds(Path(root))
-            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{_builder_tag()}.", suffix=".tmp", dir=root))
+            start = process_start(os.getpid()) or "unknown"
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{_builder_tag()}.{start}.", suffix=".tmp",
+                                            dir=root))
             handle = open(tmp_dir / PIXELS, "wb")
         try:
             with warnings.catch_warnings(), ThreadPoolExecutor(threads) as pool:
@@ -330,8 +332,7 @@ ABANDONED_AFTER_S = 24 * 3600
 
 
 def _builder_tag() -> str:
-    host = "".join(c if c.isalnum() or c == "-" else "-" for c in os.uname().nodename) or "host"
-    return f"{host}.{os.getpid()}"
+    return f"{host_name()}.{os.getpid()}"
 
 
 def _process_alive(pid: int) -> bool:
@@ -347,12 +348,15 @@ def _process_alive(pid: int) -> bool:
 def remove_abandoned_builds(root: Path) -> list[Path]:
     """Delete the temporary folders of builds that will never finish (their process was killed).
 
-    A folder ``.<key>.<host>.<pid>.<random>.tmp`` is abandoned when ``host`` is this machine and
-    no process ``pid`` runs, or when it is older than :data:`ABANDONED_AFTER_S` (another host's, or
-    one from before this naming). Builds of other live processes, here or on hosts sharing the
+    A folder ``.<key>.<host>.<pid>.<start>.<random>.tmp`` is abandoned when ``host`` is this
+    machine and process ``pid`` is gone or is another process that reuses the pid (its start time
+    differs: PID 1 of a restarted container, see :func:`obdb.fileio.process_gone`), or when it is
+    older than :data:`ABANDONED_AFTER_S` (another host's). Folders named
+    ``.<key>.<host>.<pid>.<random>.tmp`` (before the start time was recorded) count as abandoned
+    when no process ``pid`` runs. Builds of other live processes, here or on hosts sharing the
     volume, are left alone. Returns the removed folders."""
     removed = []
-    here = _builder_tag().rsplit(".", 1)[0]
+    here = host_name()
     for folder in root.glob(".*.tmp"):
         parts = folder.name[1:].split(".")
         mine = len(parts) >= 5 and parts[1] == here and parts[2].isdigit()
@@ -360,7 +364,11 @@ def remove_abandoned_builds(root: Path) -> list[Path]:
             age = time.time() - folder.stat().st_mtime
         except OSError:
             continue
-        if (mine and not _process_alive(int(parts[2]))) or age > ABANDONED_AFTER_S:
+        if mine and len(parts) >= 6:
+            gone = process_gone(here, int(parts[2]), parts[3])
+        else:
+            gone = mine and not _process_alive(int(parts[2]))
+        if gone or age > ABANDONED_AFTER_S:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     if removed:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .fileio import write_json, write_text
+from .redaction import redact_argv
 
 PACKAGES = ("obdb", "torch", "torchvision", "optuna", "numpy", "pycocotools", "pillow", "pydantic")
 
@@ -97,7 +98,10 @@ def now() -> str:
 
 
 def write_manifest(path: Path, **fields: Any) -> Path:
-    return write_json(path, {"written": now(), "versions": package_versions(), "argv": sys.argv, **fields})
+    """``manifest.json``; its ``argv`` has secrets replaced (an override like
+    ``hpo.storage=postgresql://u:PASS@host/db`` must not end up on the volume)."""
+    return write_json(path, {"written": now(), "versions": package_versions(), "argv": redact_argv(sys.argv),
+                             **fields})
 
 
 def _fmt(value: Any) -> str:

@@ -7,6 +7,7 @@ checked first, so a bad run fails in seconds with nothing written.
 from __future__ import annotations
 
 from obdb.errors import UserError
+import contextlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,13 +18,14 @@ import torch
 from .fileio import read_json, remove_stale_temps, write_json
 from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, redact, run_search, storage_url,
                   study_name)
-from .hpo.coordination import FinalClaim, claim_final
+from .hpo.coordination import FinalClaim, claim_final, runner_lock
 from .hpo.storage import StorageUnavailable, check_reachable, is_shared
-from .hpo.warmstart import WarmStart, WarmStartError, previous_search
+from .hpo.warmstart import WarmStart, WarmStartError, check_entries, previous_search
 from .hpo.warmstart import resolve as resolve_warm_starts
 from .lint import LintError, lint_for_run
-from .models import ModelError, ModelSpec, resolve_variant, save_model
+from .models import ModelError, ModelSpec, read_header, resolve_variant, save_model
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
+from .paths import UnsafeName, safe_component
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
 from .sources.factory import source_from_settings
@@ -71,6 +73,12 @@ def model_spec(settings: Settings, variant: str, num_classes: int) -> ModelSpec:
 def check_run(settings: Settings, variants: Sequence[str]) -> None:
     """Everything about the settings that the schema alone cannot know."""
     problems = []
+    for what, name in (("experiment", run_paths(settings).experiment),
+                       *((f"variants[{settings.variants.index(v)}]", v) for v in variants)):
+        try:  # refused, not renamed: these names are the user's own and name folders, studies and files
+            safe_component(name, what)
+        except UnsafeName as err:
+            problems.append(str(err))
     for index, variant in enumerate(variants):
         block = settings.variant(variant)
         try:
@@ -93,6 +101,52 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
                         "(use \"auto\" to train on the CPU when there is none)")
     if problems:
         raise RunError("settings cannot run:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def check_outputs_readable(paths: RunPaths, variants: Sequence[str]) -> None:
+    """A damaged ``best.pt`` left from an earlier run is found now, not after a search, when the
+    final training would read it (writes are atomic, so damage came from outside). A damaged
+    ``last.pt`` is reported by the resume itself, before any epoch is trained."""
+    from .training.trainer import CheckpointError
+
+    for variant in variants:
+        best = paths.checkpoint_dir(variant) / "best.pt"
+        if not best.exists():
+            continue
+        try:
+            weights = torch.load(best, map_location="cpu", weights_only=True)
+            ok = isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())
+        except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file, pickled code refused, ...
+            raise CheckpointError(f"checkpoint {best} cannot be read ({type(err).__name__}: "
+                                  f"{' '.join(str(err).split())[:200]}); move it away and rerun") from err
+        if not ok:
+            raise CheckpointError(f"checkpoint {best} holds no model weights; move it away and rerun")
+
+
+def check_warm_start_sources(settings: Settings, variants: Sequence[str], url: str) -> None:
+    """``hpo.warm_start_from`` is checked before ``optuna.db`` or a split file is written."""
+    if settings.hpo.warm_start_from and any(settings.wants_hpo(v) for v in variants):
+        try:
+            check_entries(settings.hpo.warm_start_from, url)
+        except WarmStartError as err:
+            raise RunError(str(err)) from err
+
+
+def hold_studies(settings: Settings, variants: Sequence[str], paths: RunPaths, url: str) -> contextlib.ExitStack:
+    """On SQLite, one runner per study: lock each variant's study (search and final training)
+    for this run; a second runner stops with a message naming the holder. Shared storage keeps
+    its own coordination (database locks and the final-training claim)."""
+    stack = contextlib.ExitStack()
+    if is_shared(url) or not distributed.is_main():
+        return stack
+    db = Path(url.removeprefix("sqlite:///"))
+    try:
+        for variant in variants:
+            stack.enter_context(runner_lock(db, study_name(paths.experiment, variant)))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 # --- stage 1: data -------------------------------------------------------------------------------
@@ -268,22 +322,31 @@ def train_variant(settings: Settings, variant: str, prepared: PreparedData, path
     data = FitData(prepared.train, prepared.val, prepared.class_map, hflip=settings.train.hflip,
                    photometric=settings.train.photometric, cache_images=settings.train.cache_images,
                    cache_dir=image_cache_dir(settings, paths), progress=progress)
-    out = paths.variant_dir(variant)
     searched = settings.wants_hpo(variant)
     if searched:  # the search writes best_params.json itself: its result stands even if final training fails
         params, info = distributed.on_rank0(search, settings, variant, data, config, paths)
     else:
         params, info = fixed_params(settings, variant, paths)
-    claim = claim_final_training(settings, variant, paths)
-    if not claim.held:
-        return _summary_row(variant, spec, info, {}, paths)
+    with claim_final_training(settings, variant, paths) as claim:  # released however training ends
+        if not claim.held:
+            return _summary_row(variant, spec, info, {}, paths)
+        return _final_training(settings, variant, prepared, paths, data, config, spec, params, info, searched)
+
+
+def _final_training(settings: Settings, variant: str, prepared: PreparedData, paths: RunPaths, data: FitData,
+                    config: FitConfig, spec: ModelSpec, params: HyperParams, info: dict[str, Any],
+                    searched: bool) -> dict[str, Any]:
+    out = paths.variant_dir(variant)
     metrics_file = paths.metrics_file(variant)
     done = read_json(metrics_file) if metrics_file.exists() else {}
     if (done.get("status") == "complete" and done.get("params") == params.model_dump()
             and done.get("split_hash") == prepared.split.hash and paths.model_file(variant).exists()):
+        if not (out / "manifest.json").exists():  # killed between metrics.json and manifest.json (older runs)
+            log.warning("%s: manifest.json is missing (interrupted run); writing it now", variant)
+            saved_spec = read_header(paths.model_file(variant))["spec"]  # what the model was trained as
+            _write_variant_manifest(settings, variant, prepared, paths, saved_spec, params, info)
         log.info("%s: final model already trained with these parameters (%s); skipping", variant,
                  paths.model_file(variant))
-        claim.release()
         return _summary_row(variant, spec, info, done, paths)
     checkpoints = paths.checkpoint_dir(variant)
     distributed.on_rank0(prepare_final_checkpoints, checkpoints, params, settings.max_train_epochs)
@@ -310,16 +373,20 @@ def train_variant(settings: Settings, variant: str, prepared: PreparedData, path
               "best_score": state.best_score, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
               "val": final_metrics, "params": params.model_dump(), "split_hash": prepared.split.hash,
               "history": state.history, "started": started, "finished": now()}
-    write_json(metrics_file, result)
-    write_manifest(out / "manifest.json", variant=variant, experiment=paths.experiment, model_spec=spec.to_json(),
-                   settings_hash=settings_hash(settings), split_hash=prepared.split.hash,
+    _write_variant_manifest(settings, variant, prepared, paths, spec.to_json(), params, info)
+    write_json(metrics_file, result)  # last: "complete" in metrics.json commits model, manifest and all
+    return _summary_row(variant, spec, info, result, paths)
+
+
+def _write_variant_manifest(settings: Settings, variant: str, prepared: PreparedData, paths: RunPaths,
+                            spec: dict[str, Any], params: HyperParams, info: dict[str, Any]) -> None:
+    write_manifest(paths.variant_dir(variant) / "manifest.json", variant=variant, experiment=paths.experiment,
+                   model_spec=spec, settings_hash=settings_hash(settings), split_hash=prepared.split.hash,
                    split_file=str(prepared.split_file), class_map=list(prepared.class_map.names),
                    params=params.model_dump(), params_info=info,
                    data={"train_images": len(prepared.train), "val_images": len(prepared.val),
                          "skipped_images": len(prepared.annotations.skipped),
                          "dropped_boxes": prepared.annotations.dropped_boxes})
-    claim.release()
-    return _summary_row(variant, spec, info, result, paths)
 
 
 def _summary_row(variant: str, spec: ModelSpec, info: dict[str, Any], result: dict[str, Any],
@@ -341,16 +408,24 @@ def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: 
         raise RunError(f"--variants names {unknown} that are not in the settings' variants {settings.variants}")
     check_run(settings, chosen)
     paths = run_paths(settings)
+    url = storage_url(settings.hpo.storage, paths.save_dir)
     try:
-        check_reachable(storage_url(settings.hpo.storage, paths.save_dir))
+        check_reachable(url)
     except StorageUnavailable as err:
         raise RunError(str(err)) from None
+    check_warm_start_sources(settings, chosen, url)
+    check_outputs_readable(paths, chosen)
     check_writable(paths.save_dir)
-    # temp files of writes a killed earlier run left; a write in progress holds a lock on its file, but
-    # with workers on other hosts (a shared study) a lock may not reach across, so only old ones go then
-    shared = is_shared(storage_url(settings.hpo.storage, paths.save_dir))
-    remove_stale_temps(paths.save_dir, min_age_s=600.0 if shared else 2.0)
     distributed.setup()  # under torchrun: join the process group (no-op otherwise)
+    try:
+        studies = hold_studies(settings, chosen, paths, url)
+    except BaseException:
+        distributed.teardown()
+        raise
+    # our temp files (only: see fileio.TEMP_NAME) that a killed earlier run left; a write in progress holds a
+    # lock on its file, but with workers on other hosts (a shared study) a lock may not reach across, so only
+    # old ones go then
+    remove_stale_temps(paths.save_dir, min_age_s=600.0 if is_shared(url) else 2.0)
     handler = attach_log_file(paths.save_dir, paths.experiment + ("" if distributed.is_main() else
                                                                    f"-rank{distributed.state().rank}"))
     log.info("log file: %s", handler.baseFilename)
@@ -369,4 +444,5 @@ def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: 
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+        studies.close()
         distributed.teardown()

@@ -6,6 +6,7 @@ Environment:
     FAKE_LOG        JSON lines file this worker appends to (one line per fit call)
     FAKE_SLEEP      seconds per fake epoch (default 0.2)
     FAKE_HANG       "1": the first trial never ends (the test kills the worker during it)
+    FAKE_HANG_NAME  the first fit whose name contains this text never ends (e.g. "final")
     FAKE_RENDEZVOUS folder: the first trial waits until FAKE_PEERS workers have arrived there,
                     so every worker is certainly searching at the same time
     FAKE_PEERS      number of workers expected at the rendezvous (default 2)
@@ -55,6 +56,8 @@ def fake_fit(data: Any, config: Any, params: Any, *, max_epochs: int, name: str,
         rendezvous()
         if os.environ.get("FAKE_HANG") == "1":
             time.sleep(600)  # killed by the test long before this ends
+    if CALLS == 1 and os.environ.get("FAKE_HANG_NAME") and os.environ["FAKE_HANG_NAME"] in name:
+        time.sleep(600)
     state = TrainState()
     trainer = type("FakeTrainer", (), {})()
     trainer.state, trainer.metrics = state, {}

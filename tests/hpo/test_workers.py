@@ -44,11 +44,11 @@ def experiment() -> Any:
             optuna.delete_study(study_name=summary.study_name, storage=PG_URL)
 
 
-def write_settings(tiny_data: Path, tmp_path: Path, experiment: str, **changes: Any) -> Path:
+def write_settings(tiny_data: Path, tmp_path: Path, experiment: str, grace_period: int = 3, **changes: Any) -> Path:
     settings = tiny_settings(tiny_data, tmp_path, experiment=experiment,
                              resnet18={"run_hpo": 1, "use_settings_file": 0}, search_epochs=2,
                              hpo={"pruner": "none", "sampler": "tpe", "storage": PG_URL,
-                                  "heartbeat_interval": 1, "grace_period": 3}, **changes)
+                                  "heartbeat_interval": 1, "grace_period": grace_period}, **changes)
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(settings))
     return path
@@ -123,7 +123,8 @@ def test_two_workers_share_one_study_exactly(tiny_data: Path, tmp_path: Path, ex
 
 
 def test_killed_worker_trial_is_retried_not_hung(tiny_data: Path, tmp_path: Path, experiment: str) -> None:
-    settings = write_settings(tiny_data, tmp_path, experiment, max_num_trials=4)
+    # a grace period of 6 heartbeats: a live worker starved of CPU for a few seconds is not taken for dead
+    settings = write_settings(tiny_data, tmp_path, experiment, grace_period=6, max_num_trials=4)
     doomed = start_worker(settings, tmp_path, "doomed", FAKE_HANG="1")
     deadline = time.time() + 90
     while not calls(tmp_path) and doomed.poll() is None and time.time() < deadline:
@@ -150,9 +151,8 @@ def test_killed_worker_trial_is_retried_not_hung(tiny_data: Path, tmp_path: Path
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params  # the same point, run again
     assert retries[0].user_attrs["worker"] == "survivor"
-    survivor_log = log_text(tmp_path, "survivor")
-    assert f"retry of trial {killed.number}" in survivor_log
-    assert "worker survivor waits for them" in survivor_log  # it waited for the killed trial, then retried it
+    # outcomes only (no log lines, no timing): every completed trial, the retry included, ran on the survivor
+    assert {t.user_attrs["worker"] for t in by_state[TrialState.COMPLETE]} == {"survivor"}
     assert [c["name"] for c in calls(tmp_path) if c["name"].endswith("final")] == ["resnet18 final"]
     assert (tmp_path / "train" / "resnet18" / "metrics.json").exists()
 

@@ -142,7 +142,7 @@ def guarded(main: Callable[[], int]) -> int:
         if isinstance(err, OSError) and err.errno in DISK_FULL:  # not a bug: say which file, keep it short
             print(f"error: cannot write {err.filename or 'an output'}: {err.strerror}. Free space on that volume "
                   f"and rerun the same command: completed trials and epochs are kept", file=sys.stderr)
-            return EXIT_FAILURE
+            return EXIT_USAGE
         traceback.print_exc()
         print("error: unexpected failure (traceback above); outputs written so far are complete files, "
               "rerun to resume", file=sys.stderr)

@@ -29,6 +29,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
     def body() -> int:
         from .. import pipeline
         from ..lint import LintError, lint_for_run
+        from ..fileio import remove_stale_temps
         from ..outputs import check_writable
         from ..settings import load_settings
         from ..split import split_for_run
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
         settings = load_settings(args.settings, args.overrides, task_list=args.tasks)
         paths = pipeline.run_paths(settings)
         check_writable(paths.save_dir)
+        remove_stale_temps(paths.splits_dir())  # what a killed earlier `obdb split` left (ours only)
         annotations = pipeline.load_annotations(settings, args.progress)
         try:  # lint as the runner does, so this is the split the runner would make
             lint_for_run(annotations, settings, save_dir=paths.save_dir, progress=args.progress)

@@ -10,16 +10,34 @@ things through the database, never through files or the network between them:
 
 The locks are PostgreSQL advisory locks (``GET_LOCK`` on MySQL) on a connection of their own: a
 killed worker's connection closes and its locks go with it, so nothing is left to clean up.
-SQLite studies have one runner at a time and get a lock that is always free.
+
+A SQLite study has **one runner at a time**: :func:`runner_lock` takes a lock file next to the
+database for each study the run touches (its search and its final training), recording host, pid
+and start time. A second runner on the same study stops at once with a message naming the holder;
+a lock whose holder died (kill -9, a stopped container) is taken over. Inside that lock the
+database locks and claims are always free.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
+import errno
 import hashlib
+import json
 import logging
 import os
 import socket
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the lock file's content alone decides
+    fcntl = None  # type: ignore[assignment]
+
+from ..errors import UserError
+from ..fileio import host_name, process_gone, process_start
 
 import optuna
 import sqlalchemy
@@ -139,7 +157,8 @@ def study_lock(storage: Any, name: str, timeout: float = 600.0) -> DatabaseLock:
 
 class FinalClaim:
     """Who trains the final model of one variant. ``held`` is True for the one worker that does;
-    the claim lasts until :meth:`release` (or the worker's death)."""
+    the claim lasts until :meth:`release` (or the worker's death). Prefer :func:`final_claim`,
+    which releases it in a ``finally``."""
 
     def __init__(self, storage: Any, name: str) -> None:
         self.name = name
@@ -150,6 +169,12 @@ class FinalClaim:
         if self._lock is not None:
             self._lock.release()
 
+    def __enter__(self) -> "FinalClaim":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
 
 def claim_final(storage: optuna.storages.BaseStorage | None, name: str) -> FinalClaim:
     claim = FinalClaim(storage, name)
@@ -159,3 +184,108 @@ def claim_final(storage: optuna.storages.BaseStorage | None, name: str) -> Final
         log.info("worker %s: another worker is training the final model of %s; this worker skips it",
                  worker_id(), name)
     return claim
+
+
+@contextlib.contextmanager
+def final_claim(storage: optuna.storages.BaseStorage | None, name: str) -> Iterator[FinalClaim]:
+    """:func:`claim_final` as a context manager: the claim is released however the block ends."""
+    claim = claim_final(storage, name)
+    try:
+        yield claim
+    finally:
+        claim.release()
+
+
+# --- SQLite: one runner per study --------------------------------------------------------------
+class StudyBusy(UserError):
+    """Another live runner works on the same SQLite study (the message names it)."""
+
+
+def lock_file(db_path: Path, study: str) -> Path:
+    """``<folder>/.<db name>.<study>.lock`` next to the SQLite file (``study`` is a checked name)."""
+    return db_path.parent / f".{db_path.name}.{study}.lock"
+
+
+def _holder_text(holder: dict[str, Any]) -> str:
+    return (f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, started {holder.get('started', '?')}"
+            + (f", worker {holder['worker']}" if holder.get("worker") else ""))
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 65536)
+    try:
+        data = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@contextlib.contextmanager
+def runner_lock(db_path: Path, study: str) -> Iterator[None]:
+    """Hold the study ``study`` of the SQLite file ``db_path`` for this process.
+
+    The lock is an ``flock`` on the lock file (the kernel drops it when the holder dies, so a
+    killed runner's lock is simply taken over); the file records who holds it, for the message a
+    second runner gets. On a volume without working ``flock`` the recorded holder decides: it is
+    taken over when it ran on this host and its process is gone (host + pid + process start time,
+    so a restarted container's PID 1 is not taken for the old one)."""
+    path = lock_file(Path(db_path), study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, locked = _open_locked(path)
+    try:
+        holder = _read_holder(fd)
+        if locked is False or (locked is None and holder and not _holder_gone(holder)):
+            raise StudyBusy(f"study {study} ({db_path}) is in use by another runner ({_holder_text(holder)}); "
+                            f"wait for it to finish or stop it, then rerun (lock file {path})")
+        if holder and holder.get("pid") is not None:
+            log.warning("study %s: taking over the lock of a runner that is gone (%s)", study, _holder_text(holder))
+        me = {"host": host_name(), "pid": os.getpid(), "process_start": process_start(os.getpid()) or "unknown",
+              "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "worker": os.environ.get(WORKER_ENV) or None}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        os.fsync(fd)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):  # released: the file goes (a failed run leaves nothing behind)
+                path.unlink()
+    finally:
+        os.close(fd)  # drops the flock
+
+
+def _open_locked(path: Path) -> tuple[int, bool | None]:
+    """Open and ``flock`` the lock file. A holder removes the file when it releases, so a lock won
+    on a file that is no longer at ``path`` is worthless: then open the new one and try again."""
+    for _ in range(50):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        locked = _flock(fd)
+        try:
+            current = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            current = None
+        if locked is not True or (current is not None and current.st_ino == os.fstat(fd).st_ino):
+            return fd, locked
+        os.close(fd)  # the previous holder removed this file while we waited for it
+    raise StudyBusy(f"the lock file {path} keeps changing; is another runner starting and stopping?")
+
+
+def _flock(fd: int) -> bool | None:
+    """True: locked; False: another process holds it; None: this volume has no working locks."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        return None  # ENOLCK, EOPNOTSUPP...
+
+
+def _holder_gone(holder: dict[str, Any]) -> bool:
+    try:
+        return process_gone(str(holder.get("host")), int(holder.get("pid")), holder.get("process_start"))
+    except (TypeError, ValueError):
+        return True  # not a holder record at all

@@ -3,14 +3,19 @@ PostgreSQL URL lets several workers share one study. The environment variable
 ``OBDB_OPTUNA_STORAGE`` wins over the settings so passwords never have to be written in a file."""
 from __future__ import annotations
 
-from obdb.errors import ServiceUnavailable
+import contextlib
+import errno
 import logging
 import os
-import re
 import warnings
 from pathlib import Path
+from typing import Any, Iterator
 
 import optuna
+
+from obdb.errors import ServiceUnavailable
+
+from ..redaction import redact as redact_text
 
 log = logging.getLogger(__name__)
 ENV_VAR = "OBDB_OPTUNA_STORAGE"
@@ -24,8 +29,8 @@ def storage_url(configured: str | None, save_dir: Path) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with any password replaced (``user:PASS@`` and ``?password=``), for logs."""
+    return redact_text(url)
 
 
 def is_single_host_file(url: str) -> bool:
@@ -85,8 +90,36 @@ def check_reachable(url: str, *, attempts: int = 3, timeout_s: int = 10) -> None
     password = sqlalchemy.engine.make_url(url).password
     if password:
         last = last.replace(password, "***")
+    last = redact_text(last)
     raise StorageUnavailable(f"Optuna storage {redact(url)} is not reachable after {attempts} attempt(s): "
                              f"{last[:300]}")
+
+
+@contextlib.contextmanager
+def storage_errors(storage: Any) -> Iterator[None]:
+    """A full disk under a SQLite study ("database or disk is full") becomes the ``OSError``
+    (ENOSPC) every other full disk is, naming the database file, so the command prints one line
+    and a rerun resumes, instead of a driver traceback."""
+    try:
+        yield
+    except Exception as err:  # Optuna wraps driver errors (StorageInternalError from OperationalError)
+        if not _disk_full(err):
+            raise
+        url = storage if isinstance(storage, str) else str(getattr(storage, "url", "") or "")
+        where = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else redact_text(url)
+        raise OSError(errno.ENOSPC, "No space left on device (the study database is full)", where) from err
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` or an error it came from is SQLite's "database or disk is full"."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ == "OperationalError" and "disk is full" in str(current).lower():
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def is_shared(storage: optuna.storages.BaseStorage | str) -> bool:

@@ -15,11 +15,13 @@ from typing import Any, Callable, Mapping, Sequence
 import optuna
 from optuna.trial import TrialState
 
+from ..errors import UserError
 from ..settings.schema import HyperParams, ParamRange
 from ..training import Hook, Trainer, TrainingDiverged
 from .coordination import study_lock
+from .optuna_private import fail_trial
 from .space import suggest
-from .storage import is_shared
+from .storage import is_shared, storage_errors
 from .warmstart import WarmStart, enqueue
 from .workers import run_shared
 
@@ -72,6 +74,10 @@ class SearchResult:
                                                           "failed": self.n_failed}}
 
 
+class StudyFailed(UserError, RuntimeError):
+    """No trial of a study completed (every one diverged, failed or was pruned)."""
+
+
 def study_name(experiment: str, variant: str) -> str:
     return f"{experiment}-{variant}"
 
@@ -85,7 +91,7 @@ def recover_stale_trials(study: optuna.Study) -> int:
     redoes the interrupted trial instead of losing it. Only safe for single-runner storages."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001
+        fail_trial(study, trial)
         study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number}, skip_if_exists=False)
         log.warning("trial %d was left running by an interrupted run: marked failed and queued again", trial.number)
     return len(stale)
@@ -105,6 +111,18 @@ def run_search(objective: Objective, *, name: str, storage: optuna.storages.Base
     ``shared`` (default: any storage but a SQLite file) coordinates with other workers on the same
     study through the database: see :mod:`obdb.hpo.workers`."""
     shared = is_shared(storage) if shared is None else shared
+    with storage_errors(storage):
+        return _run_search(objective, name=name, storage=storage, sampler=sampler, pruner=pruner, space=space,
+                           log_scale=log_scale, base=base, warm_start=warm_start, max_trials=max_trials,
+                           timeout=timeout, poll_interval=poll_interval, recover_stale=recover_stale, metric=metric,
+                           shared=shared)
+
+
+def _run_search(objective: Objective, *, name: str, storage: optuna.storages.BaseStorage | str,
+                sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
+                space: Mapping[str, ParamRange], log_scale: list[str], base: HyperParams,
+                warm_start: Sequence[HyperParams | WarmStart], max_trials: int, timeout: float | None,
+                poll_interval: float | None, recover_stale: bool, metric: str, shared: bool) -> SearchResult:
     with (study_lock(storage, name) if shared else contextlib.nullcontext()):
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="maximize", load_if_exists=True)
@@ -113,14 +131,24 @@ def run_search(objective: Objective, *, name: str, storage: optuna.storages.Base
             study.set_metric_names([f"val_{metric}"])
         if recover_stale and not shared:
             recover_stale_trials(study)
-        if not study.trials:
+        resumed = bool(study.trials)
+        if not resumed:
             enqueue(study, warm_start, space)
     remaining = max_trials - finished_count(study)
+    if resumed and not shared:
+        # a new process seeds its sampler from settings.seed again, and would propose the points of
+        # the first run once more (trial 0's parameters after a kill): draw fresh random numbers
+        # instead; the sampler sees the finished trials through the storage
+        sampler.reseed_rng()
 
     def optuna_objective(trial: optuna.Trial) -> float:
         params = suggest(trial, space, log_scale, base)
         trial.set_user_attr("params_full", params.model_dump())
-        return objective(params, trial.number, [PruneHook(trial)])
+        try:
+            return objective(params, trial.number, [PruneHook(trial)])
+        except TrainingDiverged as err:  # kept for the "no trial completed" message
+            trial.set_user_attr("fail_reason", " ".join(str(err).split())[:300])
+            raise
 
     if shared and remaining > 0:
         sampler.reseed_rng()  # workers with the same settings.seed must not propose the same points
@@ -137,7 +165,14 @@ def run_search(objective: Objective, *, name: str, storage: optuna.storages.Base
         log.info("study %s already has %d finished trial(s): nothing to search", name, max_trials - remaining)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise RuntimeError(f"study {name}: no trial completed (all pruned or failed); see the log and TensorBoard")
+        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        reason = next((str(t.user_attrs["fail_reason"]) for t in reversed(failed)
+                       if t.user_attrs.get("fail_reason")), "")
+        reason = " ".join(reason.split())[:200]
+        raise StudyFailed(f"study {name}: no trial completed ({len(failed)} failed, {len(pruned)} pruned"
+                          + (f"; last failure: {reason}" if reason else "") + "); every trial diverged or failed: "
+                          "narrow hpo_parameters (e.g. a lower lr upper bound) and rerun")
     best = study.best_trial
     full = best.user_attrs.get("params_full") or {**base.model_dump(), **best.params}
     return SearchResult(params=HyperParams.model_validate(full), value=float(best.value), trial_number=best.number,

@@ -19,6 +19,7 @@ import optuna
 from pydantic import ValidationError
 
 from ..fileio import read_json
+from ..redaction import redact
 from ..settings.schema import HyperParams, ParamRange
 from .space import enqueue_values, is_integer
 
@@ -85,6 +86,31 @@ def resolve(entries: Sequence[str], storage: optuna.storages.BaseStorage | str, 
     else a study name."""
     return [from_params_file(entry) if entry.endswith(".json") else from_study(storage, entry, base)  # type: ignore[misc]
             for entry in entries]
+
+
+def check_entries(entries: Sequence[str], url: str) -> None:
+    """Check ``hpo.warm_start_from`` before a run writes anything: files must hold valid
+    parameters, and named studies must exist in the storage ``url``. A SQLite file that does not
+    exist yet holds no study, and is not created just to find that out."""
+    studies = [entry for entry in entries if not entry.endswith(".json")]
+    for entry in entries:
+        if entry.endswith(".json"):
+            from_params_file(entry)
+    if not studies:
+        return
+    if url.startswith("sqlite:"):
+        db = Path(url.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise WarmStartError(f"hpo.warm_start_from: there is no study named {studies[0]!r}: the study "
+                                 f"storage {db} does not exist yet")
+    try:
+        names = {s.study_name for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)}
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign database file: say which
+        raise WarmStartError(f"hpo.warm_start_from: the study storage cannot be read ({type(err).__name__}: "
+                             f"{redact(' '.join(str(err).split()))[:200]})") from err
+    for name in studies:
+        if name not in names:
+            raise WarmStartError(f"hpo.warm_start_from: there is no study named {name!r} in the study storage")
 
 
 def in_space(params: HyperParams, space: Mapping[str, ParamRange], source: str) -> dict[str, Any]:

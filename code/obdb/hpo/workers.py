@@ -1,22 +1,24 @@
-"""The search loop for a study that several workers share (PostgreSQL/MySQL storage).
+"""The search loop for a study that several workers share (PostgreSQL/MySQL storage), built on
+Optuna's own parts.
 
-Optuna's ``study.optimize(n_trials=…)`` counts trials per process, and ``MaxTrialsCallback`` only
-sees finished ones, so two workers with "2 trials left" run 4. Here each trial slot is taken
-under the study's database lock: a worker counts finished + running trials, and only when that
-is below the budget does it ``ask()`` (which turns a queued retry or a new trial into RUNNING)
-before releasing the lock. The budget therefore holds exactly, whatever the number of workers.
-
-A worker whose trial is running records a heartbeat every ``heartbeat_interval`` seconds. Every
-worker, before asking and while it waits, fails trials whose heartbeat is older than the grace
-period; the storage's retry callback queues each such trial again with its parameters, and the
-next free worker runs it. A worker with nothing left to start waits (bounded by the stale-trial
-rule and ``timeout``) until the study is complete, so a killed worker's trial is retried, not lost.
+* **Exact budget**: ``study.optimize`` runs the trials, with Optuna's ``MaxTrialsCallback``
+  counting finished *and running* trials, so a worker stops once the study's trials fill
+  ``max_num_trials``. The count and the next ``ask()`` must not interleave with another
+  worker's (two workers finishing at once would both see a free slot), so :class:`SlotGate`
+  holds the study's database lock from the count (in the callback) until the next trial is
+  RUNNING (the first line of the objective). The budget therefore holds exactly.
+* **Heartbeat and retry**: the storage has Optuna's heartbeat (``heartbeat_interval``,
+  ``grace_period``) and ``RetryHeartbeatStaleTrialCallback`` (see
+  :func:`obdb.hpo.storage.open_storage`): ``optimize`` beats for the running trial, and a trial
+  whose worker was killed is failed once its heartbeat is stale and queued again with its
+  parameters.
+* **No lost retry**: a worker that finds no free slot while trials of other workers still run
+  waits (failing stale trials as it polls) until the study is complete, so a killed worker's
+  trial is retried by a survivor instead of being lost.
 """
 from __future__ import annotations
 
-import gc
 import logging
-import threading
 import time
 import warnings
 from typing import Callable
@@ -25,42 +27,11 @@ import optuna
 from optuna.trial import TrialState
 
 from .coordination import study_lock, worker_id
+from .optuna_private import storage_of
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-class Heartbeat:
-    """Records the trial's heartbeat now and then every ``interval`` seconds in a thread."""
-
-    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-        self.storage = storage
-        self.trial_id = trial_id
-        self.interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def beat(self) -> None:
-        if self.interval:
-            self.storage.record_heartbeat(self.trial_id)  # type: ignore[attr-defined]
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.beat()
-            except Exception as err:  # noqa: BLE001 - a missed beat is retried; the trial goes on
-                log.warning("heartbeat of trial id %d failed: %s", self.trial_id, err)
-
-    def __enter__(self) -> "Heartbeat":
-        if self.interval:
-            self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.trial_id}", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+COUNTED = (*FINISHED, TrialState.RUNNING)  # what fills the budget
 
 
 def fail_stale(study: optuna.Study) -> None:
@@ -70,44 +41,86 @@ def fail_stale(study: optuna.Study) -> None:
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    trials = study.get_trials(deepcopy=False, states=COUNTED)
     finished = sum(t.state in FINISHED for t in trials)
     return finished, len(trials) - finished
 
 
-def take_slot(study: optuna.Study, max_trials: int, lock_timeout: float) -> tuple[optuna.Trial | None, int, int]:
-    """Under the study lock: fail stale trials, count, and start a trial if the budget allows."""
-    with study_lock(study._storage, study.study_name, timeout=lock_timeout):  # noqa: SLF001
+class SlotGate:
+    """A trial slot is taken (``ask``) only under the study lock, right after a count that found
+    the budget not full. :meth:`open` takes the lock before ``optimize``; the callback takes it
+    again after each trial and lets ``MaxTrialsCallback`` stop the study when the budget is full;
+    :meth:`started` (first line of the objective) releases it once the new trial is RUNNING."""
+
+    def __init__(self, study: optuna.Study, max_trials: int, lock_timeout: float) -> None:
+        self.lock = study_lock(storage_of(study), study.study_name, timeout=lock_timeout)
+        self.max_trials = max_trials
+        self.limit = optuna.study.MaxTrialsCallback(max_trials, states=COUNTED)
+
+    def full(self, study: optuna.Study) -> bool:
+        return sum(counts(study)) >= self.max_trials
+
+    def open(self, study: optuna.Study) -> tuple[bool, int, int]:
+        """Lock, fail stale trials, count; keep the lock only when a slot is free."""
+        self.lock.acquire()
         fail_stale(study)
         finished, running = counts(study)
-        if finished >= max_trials or finished + running >= max_trials:
-            return None, finished, running
-        with warnings.catch_warnings():  # "heartbeat is supposed to be used with optimize": this loop beats itself
-            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-            trial = study.ask()
-        Heartbeat(study._storage, trial._trial_id).beat()  # noqa: SLF001 - no window without a heartbeat
-        return trial, finished, running + 1
+        if finished + running >= self.max_trials:
+            self.lock.release()
+            return False, finished, running
+        return True, finished, running
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.lock.acquire()
+        self.limit(study, trial)  # study.stop() once finished + running trials fill the budget
+        if self.full(study):
+            self.lock.release()  # no next ask() follows
+
+    def started(self) -> None:
+        self.lock.release()
+
+    def close(self) -> None:
+        self.lock.release()  # no-op unless optimize ended between the callback and the next trial
 
 
 def run_shared(study: optuna.Study, func: Callable[[optuna.Trial], float], *, max_trials: int,
-               timeout: float | None = None, catch: tuple[type[BaseException], ...] = (),
+               timeout: float | None = None, catch: tuple[type[Exception], ...] = (),
                poll_interval: float | None = None, lock_timeout: float = 600.0) -> int:
     """Run trials of ``study`` until it has ``max_trials`` finished ones; returns how many this
-    worker ran. Returns early after ``timeout`` seconds (not starting new trials)."""
-    storage = study._storage  # noqa: SLF001
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)() or 5
+    worker ran. Stops starting trials after ``timeout`` seconds."""
+    interval = getattr(storage_of(study), "get_heartbeat_interval", lambda: None)() or 5
     poll = poll_interval if poll_interval is not None else min(2.0, max(0.2, interval / 2))
     start = time.monotonic()
-    ran = 0
-    waiting_logged = False
+    gate = SlotGate(study, max_trials, lock_timeout)
     me = worker_id()
+    ran = 0
+    current: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal ran
+        gate.started()
+        ran += 1
+        current[:] = [trial.number]
+        trial.set_user_attr("worker", me)
+        frozen = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                       if t.number == trial.number), None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry_of = (optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+                        if frozen is not None else None)
+        log.info("study %s: worker %s runs trial %d%s", study.study_name, me, trial.number,
+                 f" (retry of trial {retry_of})" if retry_of is not None else "")
+        return func(trial)
+
+    waiting_logged = False
     while True:
-        if timeout is not None and time.monotonic() - start > timeout:
+        left = None if timeout is None else timeout - (time.monotonic() - start)
+        if left is not None and left <= 0:
             log.info("study %s: hpo.timeout of %.0f s reached; worker %s stops starting trials", study.study_name,
                      timeout, me)
             break
-        trial, finished, running = take_slot(study, max_trials, lock_timeout)
-        if trial is None:
+        free, finished, running = gate.open(study)
+        if not free:
             if finished >= max_trials:
                 break
             if not waiting_logged:
@@ -118,29 +131,22 @@ def run_shared(study: optuna.Study, func: Callable[[optuna.Trial], float], *, ma
             time.sleep(poll)
             continue
         waiting_logged = False
-        retry_of = storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")  # noqa: SLF001
-        log.info("study %s: worker %s runs trial %d (%d/%d finished%s)", study.study_name, me, trial.number, finished,
-                 max_trials, f", retry of trial {retry_of}" if retry_of is not None else "")
-        trial.set_user_attr("worker", me)
-        state, value = TrialState.FAIL, None
         try:
-            with Heartbeat(storage, trial._trial_id):  # noqa: SLF001
-                value = func(trial)
-            state = TrialState.COMPLETE
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-        except catch as err:
-            log.warning("trial %d failed: %s", trial.number, err)
+            study.optimize(objective, timeout=left, callbacks=[gate], catch=catch, gc_after_trial=True)
+        except (ValueError, AssertionError):
+            # optimize could not record a trial that a peer had already failed as stale (this worker
+            # missed its heartbeats, e.g. a suspended machine): its retry runs it again
+            if not _failed_by_peer(study, current):
+                raise
+            log.warning("trial %d had already been failed as stale (missed heartbeats); its retry will run it "
+                        "again", current[0])
         finally:
-            # also on KeyboardInterrupt and unknown errors (which then propagate): never leave it RUNNING
-            try:
-                frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state,
-                                    skip_if_finished=True)
-                if frozen.state != state:
-                    log.warning("trial %d had already been failed as stale (missed heartbeats); its retry "
-                                "will run it again", trial.number)
-            except Exception as err:  # noqa: BLE001
-                log.warning("could not record the result of trial %d: %s", trial.number, err)
-            gc.collect()
-        ran += 1
+            gate.close()
     return ran
+
+
+def _failed_by_peer(study: optuna.Study, current: list[int]) -> bool:
+    if not current:
+        return False
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == current[0]), None)
+    return trial is not None and trial.state == TrialState.FAIL

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..paths import UnsafeName, safe_component
 from ..records import check_class_names, normalise_label
 
 #: Hyperparameters a trial (or a fixed run) sets. Everything else about training is a setting.
@@ -330,6 +331,12 @@ class Settings(StrictModel):
     def _cross_checks(self) -> "Settings":
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants lists a name twice: {self.variants}")
+        named = [("experiment", self.experiment)] if self.experiment is not None else []
+        for what, name in [*named, *((f"variants[{i}]", v) for i, v in enumerate(self.variants))]:
+            try:  # these name folders, studies and files in every command, so no command may take them
+                safe_component(name, what)
+            except UnsafeName as err:
+                raise ValueError(str(err)) from err
         for name in self.hpo_parameters:
             if name not in HYPERPARAMETERS:
                 raise ValueError(f"hpo_parameters.{name}: unknown hyperparameter; "
