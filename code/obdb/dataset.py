@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from obdb.fullhd import crop_tensor, shape_after_crop
 from obdb.image_cache import ImageCache, decode_rgb, image_size_on_disk, network_size, resize_to
 from obdb.records import ClassMap, ImageRecord
 
@@ -137,7 +138,7 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         if self.image_cache is not None:
             return self.image_cache.original_size(index)
         if index not in self._original_sizes:
-            self._original_sizes[index] = image_size_on_disk(self.records[index].path)
+            self._original_sizes[index] = shape_after_crop(self.records[index], *image_size_on_disk(self.records[index].path))
         return self._original_sizes[index]
 
     def scale(self, index: int) -> tuple[float, float]:
@@ -160,7 +161,7 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         if self.image_cache is not None:
             return self.image_cache.image(index)  # a fresh tensor each time
         record = self.records[index]
-        image = decode_rgb(record.path)
+        image = crop_tensor(decode_rgb(record.path), record)  # full_hd: the record's crop (obdb.fullhd)
         height, width = image.shape[-2:]
         self._original_sizes[index] = (int(height), int(width))
         if self.size is not None:

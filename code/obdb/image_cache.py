@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - future torchvision without its own dec
     ImageReadMode = decode_image = None  # type: ignore[assignment,misc]
 
 from .fileio import host_name, process_gone, process_start, read_json, write_json
+from .fullhd import crop_tensor, record_crop
 from .imageio import image_size, open_rgb
 from .records import ImageRecord
 
@@ -176,6 +177,7 @@ def cache_key(records: Sequence[ImageRecord], min_size: int, max_size: int) -> s
     for record in records:
         stat = os.stat(record.path)
         digest.update(f"\n{Path(record.path).resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+        digest.update(f"\t{record_crop(record)}".encode() if record_crop(record) else b"")
     return digest.hexdigest()[:20]
 
 
@@ -250,7 +252,7 @@ class ImageCache:
         offset = 0
 
         def load(record: ImageRecord) -> tuple[tuple[int, int], Tensor]:
-            image = _decode(record.path)
+            image = crop_tensor(_decode(record.path), record)  # full_hd: the record's crop (obdb.fullhd)
             original = (int(image.shape[-2]), int(image.shape[-1]))
             return original, resize_to(image, network_size(*original, min_size, max_size))
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from .fileio import read_json, remove_stale_temps, write_json
+from .fullhd import apply_full_hd
 from .hpo import (build_pruner, build_sampler, n_startup_trials, open_storage, redact, run_search, storage_url,
                   study_name)
 from .hpo.coordination import FinalClaim, claim_final, runner_lock
@@ -29,6 +30,7 @@ from .paths import UnsafeName, safe_component
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
 from .settings import HyperParams, Settings
 from .sources.factory import source_from_settings
+from .sources.grouping import assign_groups
 from .split import TRAIN, VAL, SplitManifest, split_for_run
 from .training import distributed
 from .training.fit import EarlySubset, FitConfig, FitData, fit, resolve_device
@@ -87,6 +89,10 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
             problems.append(f"variants[{index}] ({variant}): {err}")
         if block.run_hpo and not settings.hpo_parameters:
             problems.append(f"{variant}.run_hpo is 1 but hpo_parameters (or sherpa_parameters) is empty")
+        if not block.run_hpo and block.optimal_hpo_settings is None and settings.has_placeholder_params(variant) \
+                and (block.use_settings_file or not run_paths(settings).best_params_file(variant).exists()):
+            problems.append(f"{variant}.run_hpo is 0 but its optimal_hpo_settings are all false (\"not found yet\"): "
+                            "give the parameters, or set run_hpo: 1 to search them")
         if block.pretrained_model_path and not Path(block.pretrained_model_path).is_file():
             problems.append(f"{variant}.pretrained_model_path: file not found: {block.pretrained_model_path}")
         elif block.pretrained_model_path:
@@ -160,6 +166,9 @@ def load_annotations(settings: Settings, progress: bool = True) -> AnnotationSet
                         or any(str(r.path).endswith("/" + e.lstrip("/")) for e in excluded))]
         log.info("excluded_frames removed %d image(s)", len(loaded.records) - len(kept))
         loaded.records = kept
+    if data.full_hd:  # 4K frames -> their bottom-centre full-HD region, boxes clipped (obdb.fullhd)
+        apply_full_hd(loaded.records)
+    assign_groups(loaded.records, data.group_regex)  # recordings, before lint and split look at groups
     return loaded
 
 

@@ -16,6 +16,7 @@ from .dataset import DetectionDataset, make_loader
 from .evaluation import coco_evaluation, match_records, predict
 from .evaluation.report import ReportOptions, write_report
 from .fileio import file_sha256, read_json, write_json
+from .fullhd import rows_to_frame
 from .models import load_model
 from .outputs import now
 from .pipeline import RunError, image_cache_dir, load_annotations, run_paths
@@ -144,6 +145,7 @@ def score(model_path: Path, *, settings: Settings | None, split: str = "val", an
     options = report or ReportOptions()
     matching = match_records(records, predictions, class_map, iou_threshold=options.iou_threshold,
                              score_threshold=options.score_threshold)
+    rows_to_frame(matching.boxes, records)  # full_hd: per-box results in frame pixels (obdb.fullhd)
     files = write_report(Path(out), result, records, matching, curves, options)
     result["report"] = {name: str(path) for name, path in files.items()}
     if store_results and settings is not None and not annotations and settings.data.source == "mongo":

@@ -43,9 +43,10 @@ def test_newer_hpo_file_loads_and_maps_legacy_keys(caplog: pytest.LogCaptureFixt
     assert settings.class_maps["auto_annotation_class_map"] == ["Background", "weed"]
     assert "gt_train_FieldData_20200508122912 3R GH060071" in settings.annotations_list  # spaces survive
     warned = caplog.text
-    for key in ("full_hd", "fake_dataset_len", "start_on_checkpoint", "precision_range"):
+    for key in ("fake_dataset_len", "start_on_checkpoint", "precision_range"):
         assert f"{key}: ignored" in warned
-    assert warned.count("full_hd: ignored") == 1
+    assert warned.count("fake_dataset_len: ignored") == 1
+    assert settings.data.full_hd is True and "full_hd" not in warned  # issue 14: full_hd has its meaning again
 
 
 def test_task_list_is_chosen_by_key() -> None:

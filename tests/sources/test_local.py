@@ -69,7 +69,7 @@ def test_cvat_boxes_and_polygons(data: Path) -> None:
     assert a.labels == ["Tree", "Dead"]
     assert a.boxes.dtype == np.float32
     assert (a.frame, b.frame) == (3, 4)
-    assert a.task == "my task" and a.group == "my task"
+    assert a.task == "my task" and a.group == "my_task"  # group: the task's recording name (issue 14)
     assert (a.width, a.height) == (64, 48)
     assert a.path == data / "images" / "a.png"
     assert a.meta["occluded"] == [True, False] and a.meta["format"] == "cvat"

@@ -114,7 +114,7 @@ def test_exact_task_names_only(field, mongo_db, mongo_settings, tmp_path) -> Non
     loaded = mongo_load(field, tmp_path, mongo_db.name, mongo_settings, ["gt_val_A"])
     assert [r.image_id for r in loaded.records] == ["gt_val_A/fielddata/s1/v1frame0000.png"]
     assert loaded.records[0].path == field / "fielddata/s1/v1frame0000.png"
-    assert loaded.records[0].group == "gt_val_A" and loaded.records[0].frame == 0
+    assert loaded.records[0].group == "A" and loaded.records[0].frame == 0  # group: task without split prefix
     with pytest.raises(SourceError, match=r"task\(s\) not found: \['gt_val', 'gt_val_A.\*'\].*'gt_val_A', 'gt_val_A_2'"):
         mongo_load(field, tmp_path, mongo_db.name, mongo_settings, ["gt_val", "gt_val_A.*", "gt_val_A"])
 

@@ -40,6 +40,7 @@ from cvat_sdk.auto_annotation import (
 )
 from tqdm.auto import tqdm
 
+from ..fullhd import crop_frame, to_frame
 from ..evaluation.predict import clip_boxes
 from ..image_cache import pad_thin
 from ..imageio import open_rgb, to_rgb8
@@ -103,7 +104,7 @@ class ModelDetectionFunction:
     """
 
     def __init__(self, model: Any, class_map: ClassMap, *, threshold: float = 0.5, batch_size: int = 4,
-                 device: str | torch.device = "cpu", progress: bool = True) -> None:
+                 device: str | torch.device = "cpu", progress: bool = True, full_hd: bool = False) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"score threshold must be within [0, 1], got {threshold}")
         if batch_size < 1:
@@ -114,6 +115,7 @@ class ModelDetectionFunction:
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.progress = progress
+        self.full_hd = full_hd  # frames larger than full HD: predict on the bottom-centre crop (obdb.fullhd)
         self._spec = DetectionFunctionSpec(labels=[
             label_spec(name, index, type="rectangle", attributes=[
                 select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=UNREVIEWED),
@@ -149,7 +151,7 @@ class ModelDetectionFunction:
                ) -> list[cvat_models.LabeledShapeRequest]:
         """One frame, as ``annotate_task`` calls it: rectangles with review/score attributes."""
         threshold = self.threshold if context.conf_threshold is None else context.conf_threshold
-        found = self._run([_to_tensor(to_rgb8(image))])[0].above(threshold)
+        found = self._predict([to_rgb8(image)])[0].above(threshold)
         return [
             rectangle(self.class_map.index(label), [float(v) for v in box], attributes=[
                 cvat_models.AttributeValRequest(spec_id=REVIEW_SPEC_ID, value=UNREVIEWED),
@@ -187,15 +189,24 @@ class ModelDetectionFunction:
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
         results: list[Detections] = []
-        batch: list[torch.Tensor] = []
+        batch: list[PIL.Image.Image] = []
         with tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True) as bar:
             for source in images:
-                batch.append(_to_tensor(_decode(source)))
+                batch.append(_decode(source))
                 if len(batch) == self.batch_size:
-                    results.extend(d.above(threshold) for d in self._run(batch))
+                    results.extend(d.above(threshold) for d in self._predict(batch))
                     bar.update(len(batch))
                     batch = []
             if batch:
-                results.extend(d.above(threshold) for d in self._run(batch))
+                results.extend(d.above(threshold) for d in self._predict(batch))
                 bar.update(len(batch))
         return results
+
+    def _predict(self, images: list[PIL.Image.Image]) -> list[Detections]:
+        """Detections in frame pixels; with ``full_hd`` the model sees each frame's full-HD crop
+        and its boxes are mapped back to the frame."""
+        if not self.full_hd:
+            return self._run([_to_tensor(image) for image in images])
+        crops = [crop_frame(image) for image in images]
+        found = self._run([_to_tensor(crop) for crop, _ in crops])
+        return [Detections(to_frame(d.boxes, offset), d.scores, d.labels) for d, (_, offset) in zip(found, crops)]

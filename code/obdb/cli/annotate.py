@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded, setup_logging,
-                     whole_number)
+from .common import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded,
+                     setup_logging, whole_number)
 
 DEFAULT_OUT = "auto_annotate_out"
 SAFETY = ("Without --replace no existing shape is deleted or changed; with --replace only auto shapes nobody "
@@ -49,6 +49,8 @@ def _model(parser: argparse.ArgumentParser, threshold: float = 0.5) -> None:
     parser.add_argument("--batch-size", type=whole_number(1), default=4, help="images per inference batch (default 4)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--max-detections", type=whole_number(1), default=100, help="per image (default 100)")
+    add_bool(parser, "--full-hd", "predict on the bottom-centre 1920x1080 crop of larger frames, boxes mapped back "
+             "to the frame; unset: the settings' full_hd with -f", default=None)  # type: ignore[arg-type]
 
 
 def _task_choice(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +133,18 @@ def _function(args: argparse.Namespace) -> Any:
         raise FileNotFoundError(f"model file not found: {args.model}")
     return ModelDetectionFunction.from_file(args.model, device=args.device, max_detections=args.max_detections,
                                             threshold=args.threshold, batch_size=args.batch_size,
-                                            progress=args.progress)
+                                            progress=args.progress, full_hd=_full_hd(args))
+
+
+def _full_hd(args: argparse.Namespace) -> bool:
+    """``--full-hd``, else the settings file's ``full_hd`` (legacy key) when the mode reads one."""
+    if getattr(args, "full_hd", None) is not None:
+        return bool(args.full_hd)
+    if getattr(args, "settings", None):
+        from ..settings import load_settings
+
+        return load_settings(args.settings, getattr(args, "overrides", []) or []).data.full_hd
+    return False
 
 
 def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str], list[Path]]:

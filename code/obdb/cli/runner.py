@@ -17,7 +17,8 @@ def build_parser(prog: str = "torch_model_runner.py") -> argparse.ArgumentParser
     add_settings_args(parser, "train.batch_size=2 resnet18.run_hpo=0")
     parser.add_argument("--variants", metavar="A,B", help="train only these variants (comma separated names "
                         "from the settings' variants)")
-    add_bool(parser, "--check", "validate settings and data as the run would, train nothing")
+    add_bool(parser, "--check", "make every check a run makes before training (settings, variants, storage, output "
+             "folder, data, lint, split) and exit 2 where the run would fail; writes nothing")
     add_common(parser)
     return parser
 
@@ -34,11 +35,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "torch_model_runner.py")
         from .. import pipeline
 
         variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
-        if args.check:
-            pipeline.check_run(settings, variants or settings.variants)
-            annotations = pipeline.load_annotations(settings, args.progress)
-            print(f"settings OK: {len(settings.variants)} variant(s), {len(annotations.records)} usable image(s), "
-                  f"{len(annotations.skipped)} skipped")
+        if args.check:  # every check the run makes before training, nothing written
+            from ..preflight import preflight
+
+            print(preflight(settings, variants, progress=args.progress).line())
             return EXIT_OK
         pipeline.run(settings, variants=variants, progress=args.progress)
         return EXIT_OK

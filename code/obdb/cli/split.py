@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from .common import EXIT_OK, add_common, add_settings_args, guarded, setup_logging
+from .common import EXIT_OK, add_bool, add_common, add_settings_args, guarded, setup_logging
 
 
 def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
@@ -18,6 +18,8 @@ def build_parser(prog: str = "obdb split") -> argparse.ArgumentParser:
         "manifest and its report (class/cluster counts, divergences, leakage check, t-SNE figures) under "
         "<save_dir>/splits/.")
     add_settings_args(parser, "split.method=tsne split.tsne.folds=5")
+    add_bool(parser, "--fail-on-leak", "exit 2 when groups or neighbouring frames straddle train and val; "
+             "unset: the setting split.fail_on_leak decides", default=None)  # type: ignore[arg-type]
     add_common(parser)
     return parser
 
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
         pipeline.require_records(annotations)
         pipeline.choose_class_map(settings, annotations)  # count only the boxes a model would train on
         outcome = split_for_run(annotations.records, settings, save_dir=paths.save_dir, progress=args.progress,
-                                report=True, log_summary=False)
+                                report=True, log_summary=False, fail_on_leak=False)
         assert outcome.report is not None
         print("\n".join(summary_lines(outcome.report)))
         if outcome.manifest.folds:
@@ -58,6 +60,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb split") -> int:
         figures = [str(outcome.report_files[k]) for k in ("tsne", "divergence", "thumbnails")
                    if k in outcome.report_files]
         print(f"figures:  {', '.join(figures)}")
+        fail = settings.split.fail_on_leak if args.fail_on_leak is None else args.fail_on_leak
+        if fail and outcome.leak_count:  # after the summary, so the user sees what leaks
+            from ..split.service import SplitLeakError
+
+            raise SplitLeakError(f"{outcome.leak_message()}; failing because of --fail-on-leak / split.fail_on_leak")
         return EXIT_OK
 
     return guarded(body)

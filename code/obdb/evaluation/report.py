@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..fileio import write_json, write_text
+from ..fullhd import record_crop, to_frame
 from ..markdown import cell
 from ..records import ImageRecord
 from .matching import BOX_COLUMNS, FN, IMAGE_COLUMNS, MatchResult
@@ -87,7 +88,9 @@ def image_tile(record: ImageRecord, image_row: Mapping[str, Any], boxes: Sequenc
     tile = Tile(record.path, f"{record.image_id}\nTP={image_row['tp']} | FP={image_row['fp']} | FN={image_row['fn']}"
                              f" | F1={image_row['f1']:.2f}")
     missed = {int(b["gt_index"]) for b in boxes if b["kind"] == FN}
-    for g, (box, label) in enumerate(zip(record.boxes, record.labels)):
+    rect = record_crop(record)  # full_hd: show the crop; ground truth to frame pixels like the rows
+    tile.crop = rect
+    for g, (box, label) in enumerate(zip(to_frame(record.boxes, rect[:2]) if rect else record.boxes, record.labels)):
         tile.boxes.append((box.tolist(), MISS_COLOUR if g in missed else GT_COLOUR, "", 3))
     for b in boxes:
         if b["kind"] != FN:

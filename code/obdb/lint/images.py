@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..fileio import read_json, write_json
+from ..fullhd import size_after_crop
 from ..imageio import UnsupportedImage, describe_mode, shown_size, to_rgb8
 from ..records import ImageRecord
 from ..settings.schema import LintSettings
@@ -179,6 +180,7 @@ def check_images(records: Sequence[ImageRecord], facts: dict[str, ImageFacts],
             issues.append(issue_for(record, "too_large", WARN, DROPPED_IMAGE,
                                     f"{size} is above max_image_size {high}", width=found.width, height=found.height))
             continue
+        found = replace(found, **dict(zip(("width", "height"), size_after_crop(record, found.width, found.height))))
         if (record.width, record.height) != (found.width, found.height):
             issues.append(issue_for(record, "size_mismatch", WARN, CORRECTED,
                                     f"record says {record.width}x{record.height}, file is {size}",

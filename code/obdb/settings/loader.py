@@ -15,8 +15,12 @@ from typing import Any, Iterable, Sequence
 
 from pydantic import ValidationError
 
-from .legacy import LegacyError, normalise
+from .legacy import IGNORED_KEYS, METRIC_KEYS, class_map_for_task_list, normalise
 from .schema import Settings
+
+#: Top-level keys of the original files a top-level typo may have meant.
+_LEGACY_TOP = {"sherpa_parameters", "hpo_parameters", "hpo_timeout", "full_hd", "excluded_frames", *IGNORED_KEYS,
+               *METRIC_KEYS}
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +127,54 @@ def _user_path(loc: Sequence[Any], raw: dict[str, Any]) -> str:
     return text or "(top level)"
 
 
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model or ``dict[str, model]`` inside an annotation (``Optional``, ``Annotated``)."""
+    from typing import get_args, get_origin
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is dict:
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def known_keys(loc: Sequence[Any]) -> list[str]:
+    """The keys allowed next to the last part of ``loc`` (a pydantic location in Settings)."""
+    from typing import get_args, get_origin
+
+    node: Any = Settings
+    for part in list(loc)[:-1]:
+        if get_origin(node) is dict:
+            node = _model_of(get_args(node)[1])
+        elif node is not None and hasattr(node, "model_fields") and part in node.model_fields:
+            node = _model_of(node.model_fields[part].annotation)
+        else:
+            return []
+        if node is None:
+            return []
+    if node is None or not hasattr(node, "model_fields"):
+        return []
+    keys = list(node.model_fields)
+    return keys + sorted(_LEGACY_TOP) if len(loc) == 1 else keys
+
+
+def did_you_mean(loc: Sequence[Any]) -> str:
+    """`` (did you mean 'x'?)`` for an unknown key at any depth, else ``""``."""
+    hint = difflib.get_close_matches(str(loc[-1]), known_keys(loc), n=1, cutoff=0.6)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
 def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
     loc = error.get("loc", ())
     path = _user_path(loc, raw)
     if error["type"] == "extra_forbidden":
-        parent = Settings.model_fields
-        known = list(parent) if len(loc) == 1 else []
-        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-        return f"{path}: unknown key{suffix}"
+        return f"{path}: unknown key{did_you_mean(loc)}"
     message = error["msg"].removeprefix("Value error, ")
     if not loc and error["type"] == "value_error":
         if "sherpa_parameters" in raw:
@@ -149,15 +192,17 @@ def parse_settings(raw: Any, *, source: str = "settings") -> Settings:
     """Validate an already-parsed JSON object (used by tests and by :func:`load_settings`)."""
     if not isinstance(raw, dict):
         raise SettingsError(f"{source}: the top level must be a JSON object")
-    try:
-        data, warnings = normalise(raw)
-    except LegacyError as err:
-        raise SettingsError(f"{source}: {err}") from None
+    data, warnings, problems, placeholders = normalise(raw)
+    lines = set(problems)  # legacy values and schema problems: all of them in one message
+    settings = None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as err:
-        lines = sorted({_describe(e, raw) for e in err.errors()})
-        raise SettingsError(f"{source}: {len(lines)} problem(s)\n" + "\n".join(f"  {line}" for line in lines)) from None
+        lines.update(_describe(e, raw) for e in err.errors())
+    if lines or settings is None:
+        ordered = sorted(lines)
+        raise SettingsError(f"{source}: {len(ordered)} problem(s)\n" + "\n".join(f"  {line}" for line in ordered))
+    settings.mark_placeholder_params(placeholders)
     for warning in warnings:
         log.warning("%s: %s", source, warning)
     if settings.experiment is None and source.endswith(".json"):
@@ -200,4 +245,9 @@ def select_task_list(settings: Settings, name: str) -> Settings:
         # an empty annotations_list means "every task"; an empty list chosen by name is a mistake
         raise SettingsError(f"task list {name!r} is empty: name its tasks in the settings file, or leave "
                             f"--tasks out to use annotations_list")
-    return settings.model_copy(update={"annotations_list": list(settings.task_lists[name])})
+    update: dict[str, Any] = {"annotations_list": list(settings.task_lists[name])}
+    class_map = class_map_for_task_list(name, settings.class_maps)
+    if class_map is not None:  # first_year_tasks -> first_year_class_map
+        log.info("task list %s: using its class map %s instead of default_class_map", name, class_map)
+        update["default_class_map"] = list(settings.class_maps[class_map])
+    return settings.model_copy(update=update)

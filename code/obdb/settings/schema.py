@@ -11,7 +11,8 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from ..paths import UnsafeName, safe_component
 from ..records import check_class_names, normalise_label
@@ -128,8 +129,13 @@ class DataSettings(StrictModel):
     images_dir: Optional[str] = Field(None, description="default: dataset_dir")
     keep_empty: bool = True
     label_map: dict[str, Optional[str]] = Field(default_factory=dict)
-    group_regex: Optional[str] = None
+    group_regex: Optional[str] = Field(None, description="split group: first match (capture group 1, else the "
+                                       "whole match) in the image file name, then its relative path, then the task "
+                                       "name; default: the recording (image folder joined with the task name "
+                                       "without gt_train_/gt_val_/... prefixes)")
     excluded_frames: list[str] = Field(default_factory=list)
+    full_hd: Flag = Field(False, description="frames larger than 1920x1080 are cropped to their bottom-centre "
+                          "full-HD region (boxes clipped, boxes outside dropped); legacy key full_hd")
 
     @field_validator("label_map")
     @classmethod
@@ -216,6 +222,10 @@ class SplitSettings(StrictModel):
     file: Optional[str] = None
     seed: Optional[int] = None
     fold: Optional[int] = Field(None, ge=0, description="k-fold (split.tsne.folds): the fold used as val")
+    fail_on_leak: bool = Field(False, description="a split with groups on both sides or neighbouring frames "
+                               "across sides is an error (exit 2) instead of a warning")
+    neighbour_max_gap: int = Field(10, ge=0, le=100000, description="frame numbers at most this far apart "
+                                   "(same folder and name stem) count as neighbouring frames")
     tsne: TsneSplitSettings = Field(default_factory=TsneSplitSettings)
 
     @model_validator(mode="after")
@@ -357,6 +367,16 @@ class Settings(StrictModel):
         if len(set(self.default_class_map)) != len(self.default_class_map):
             raise ValueError("default_class_map lists a class twice")
         return self
+
+    # variants whose file gave optimal_hpo_settings as all-false placeholders (see settings.legacy)
+    _placeholder_params: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def mark_placeholder_params(self, variants: list[str]) -> None:
+        self._placeholder_params = frozenset(variants)
+
+    def has_placeholder_params(self, name: str) -> bool:
+        """The file said "no parameters found yet" for this variant (every value false)."""
+        return name in self._placeholder_params
 
     def variant(self, name: str) -> VariantSettings:
         return self.variant_settings.get(name, VariantSettings())

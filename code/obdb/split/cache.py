@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..fullhd import cache_key as fullhd_key, crop_image
 from ..fileio import file_sha256, read_json, write_json, write_with
 from ..imageio import DECODE_VERSION, open_rgb
 from ..records import ImageRecord, stable_hash
@@ -135,6 +136,7 @@ def compute_features(records: Sequence[ImageRecord], extractors: Sequence[Featur
     """
     # the decoding version is part of every key: features of pixels decoded another way are stale
     hashes = [f"{h}-d{DECODE_VERSION}" for h in cache.content_hashes([r.path for r in records], progress=progress)]
+    hashes = [fullhd_key(h, r) for h, r in zip(hashes, records)]  # full_hd: a cropped frame is another entry
     jobs: list[tuple[str, FeatureExtractor, bool]] = [(e.id, e, False) for e in extractors]
     if crops and extractors:
         jobs.append((f"{extractors[0].id}+crops", extractors[0], True))
@@ -148,7 +150,7 @@ def compute_features(records: Sequence[ImageRecord], extractors: Sequence[Featur
     with tqdm(total=len(todo), desc="split features", unit="img", disable=not progress or not todo) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            images = {i: _open_rgb(records[i].path) for i in batch}
+            images = {i: crop_image(_open_rgb(records[i].path), records[i]) for i in batch}  # full_hd crop
             for name, extractor, is_crop in jobs:
                 missing = [i for i in batch if rows[name][i] is None]
                 if not missing:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..fileio import write_with
+from ..fullhd import crop_image
 from ..imageio import open_rgb
 from ..plotting import pyplot, save_figure
 from ..records import ImageRecord
@@ -149,7 +150,8 @@ def plot_thumbnails(path: Path, manifest: SplitManifest, analysis: Analysis, rec
     canvas = Image.new("RGB", (grid * cell, grid * cell + legend_height), "white")
     draw = ImageDraw.Draw(canvas)
     for (cx, cy), i in best.items():
-        thumb = open_rgb(records[i].path).resize((cell - 4, cell - 4), Image.Resampling.BILINEAR)
+        thumb = crop_image(open_rgb(records[i].path), records[i])  # full_hd: the record's crop
+        thumb = thumb.resize((cell - 4, cell - 4), Image.Resampling.BILINEAR)
         side = manifest.assignment[analysis.ids[i]]
         left, top = cx * cell, (grid - 1 - cy) * cell  # map y grows upwards, image rows downwards
         draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill=VAL_COLOUR if side == VAL else TRAIN_COLOUR)

@@ -22,12 +22,14 @@ from ..fileio import write_json, write_text
 from ..records import ImageRecord
 from ..settings.schema import TsneSplitSettings
 from .base import TRAIN, VAL, SplitManifest
-from .leakage import cosine_pairs, dhash_pairs, pairs_json, straddling_groups
+from .leakage import cosine_pairs, dhash_pairs, pairs_json, sides_of, split_leaks
 from .tsne import Analysis, class_counts, default_jobs
 
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT = "obdb-split-report"
+#: Frame numbers at most this far apart count as neighbours (``split.neighbour_max_gap``).
+DEFAULT_NEIGHBOUR_GAP = 10
 
 
 def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
@@ -49,9 +51,7 @@ def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
 
 def side_labels(manifest: SplitManifest, ids: Sequence[str]) -> list[str]:
     """What the leakage check compares: ``fold<k>`` in k-fold mode, else train/val."""
-    if manifest.folds:
-        return [f"fold{manifest.folds[i]}" for i in ids]
-    return [manifest.assignment[i] for i in ids]
+    return sides_of(manifest, ids)
 
 
 def _counts(mask: np.ndarray, groups: np.ndarray, boxes: np.ndarray, class_names: list[str], clusters: np.ndarray,
@@ -66,8 +66,11 @@ def _counts(mask: np.ndarray, groups: np.ndarray, boxes: np.ndarray, class_names
 
 
 def build_report(records: Sequence[ImageRecord], manifest: SplitManifest, analysis: Analysis,
-                 options: TsneSplitSettings, *, seed: int = 0, n_jobs: int | None = None) -> dict[str, Any]:
-    """The report as a JSON-able dict (see the module docstring)."""
+                 options: TsneSplitSettings, *, seed: int = 0, n_jobs: int | None = None,
+                 neighbour_max_gap: int = DEFAULT_NEIGHBOUR_GAP, grouping: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The report as a JSON-able dict (see the module docstring). ``grouping`` (how the groups
+    were formed, :class:`obdb.sources.grouping.Grouping`) is shown as it is."""
     ids = [r.image_id for r in records]
     if ids != analysis.ids:
         raise ValueError("the analysis does not belong to these records (image ids differ)")
@@ -96,9 +99,14 @@ def build_report(records: Sequence[ImageRecord], manifest: SplitManifest, analys
         report["folds"] = per_fold
         report["fold"] = manifest.params.get("fold")
     sides = np.asarray(side_labels(manifest, ids))
-    straddling = straddling_groups(groups.tolist(), sides.tolist())
-    report["groups"] = {"total": int(len(set(groups.tolist()))), "straddling": straddling, "ok": not straddling}
+    plain = split_leaks(records, manifest, max_gap=neighbour_max_gap, limit=options.max_report_pairs)
+    if grouping is not None:
+        report["grouping"] = grouping
+    report["groups"] = plain["groups"]
     report["leakage"] = leakage_block(analysis, sides, groups.tolist(), options, seed=seed, n_jobs=n_jobs)
+    report["leakage"]["neighbours"] = plain["neighbours"]
+    report["leakage"]["ok"] = report["leakage"]["ok"] and plain["neighbours"]["pairs"] == 0
+    report["leakage"]["count"] = plain["count"]
     report["analysis"] = analysis.info
     return report
 
@@ -182,11 +190,34 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
              f"{counts[TRAIN]['boxes']} / {counts[VAL]['boxes']} boxes",
              f"  Jensen-Shannon divergence train vs val: classes {report['divergence']['classes']:.4f}, "
              f"clusters {report['divergence']['clusters']:.4f} (0 = same distribution, 1 = disjoint)"]
+    grouping = report.get("grouping")
+    if grouping:
+        from ..sources.grouping import Grouping
+
+        lines.extend(Grouping(**{k: grouping[k] for k in ("rule", "groups", "examples")}).lines())
     straddling = report["groups"]["straddling"]
     lines.append(f"  groups on both sides: {len(straddling)} of {report['groups']['total']}"
                  + (f", e.g. {next(iter(straddling))!r}" if straddling else ""))
-    parts = [f"{leak['embedding']['pairs']} by embedding (cosine <= {leak['embedding']['threshold']:g})"]
+    parts = []
+    neighbours = leak.get("neighbours")
+    if neighbours is not None:
+        lines.append(neighbour_line(neighbours))
+        parts.append(f"{neighbours['pairs']} neighbouring frames (same folder, frame numbers <= "
+                     f"{neighbours['max_gap']} apart)")
+    parts.append(f"{leak['embedding']['pairs']} by embedding (cosine <= {leak['embedding']['threshold']:g})")
     if "dhash" in leak:
         parts.append(f"{leak['dhash']['pairs']} by dHash (<= {leak['dhash']['threshold']} bits)")
     lines.append("  near-duplicate pairs across sides: " + ", ".join(parts))
     return lines
+
+
+def neighbour_line(block: dict[str, Any]) -> str:
+    """One line on neighbouring frames across sides, with an example pair when there is one."""
+    text = (f"  neighbouring frames across sides: {block['pairs']} pair(s) in {block['sequences']} sequence(s)")
+    if block["pairs"]:
+        per_side = ", ".join(f"{n} {side}" for side, n in block["frames_per_side"].items())
+        example = block["examples"][0] if block["examples"] else None
+        text += f" ({per_side} frames)"
+        if example:
+            text += f", e.g. {example['a']!r} ({example['side_a']}) / {example['b']!r} ({example['side_b']})"
+    return text
