@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
-from helpers.servers import CommandLog, SecantusServer
+from helpers.servers import CommandLog, SecantusServer, free_port
 from helpers.tiny_data import make_tiny_dataset, tiny_settings
+from helpers.weight_server import WeightServer
 
 if TYPE_CHECKING:
     from helpers.fake_cvat import FakeCvatServer
@@ -107,3 +108,25 @@ def mongo_commands(mongo_server: str, mongo_db):
         yield client[mongo_db.name], log
     finally:
         client.close()
+
+
+# --------------------------------------------------------------------------- pretrained weights
+@pytest.fixture()
+def weight_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Downloads go to this server and into an empty torch hub cache under tmp_path."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("OBDB_WEIGHTS_DIR", raising=False)
+    server = WeightServer(tmp_path / "served", monkeypatch)
+    monkeypatch.setenv("OBDB_WEIGHTS_URL_BASE", server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def no_weight_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Downloads go to a closed port; the torch hub cache is empty."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("OBDB_WEIGHTS_DIR", raising=False)
+    url = f"http://127.0.0.1:{free_port()}/models/"
+    monkeypatch.setenv("OBDB_WEIGHTS_URL_BASE", url)
+    return url

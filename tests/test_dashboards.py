@@ -24,9 +24,11 @@ from types import SimpleNamespace
 from typing import Any, Sequence
 
 import pytest
+import torch
 
 from obdb.hpo import build_pruner, build_sampler, open_storage, run_search
 from obdb.settings.schema import HyperParams, ParamRange
+from obdb.training import EpochResult, Trainer
 from obdb.training.hooks import TensorBoardHook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +51,10 @@ def make_study_and_logs(out: Path, trials: int = 8, epochs: int = 3) -> str:
 
     def objective(params: HyperParams, number: int, hooks: Sequence[Any]) -> float:
         board = TensorBoardHook(out / "runs" / "demo" / "resnet18" / f"trial-{number:03d}", every=1)
-        trainer = SimpleNamespace(state=SimpleNamespace(epoch=0, iteration=0), metrics={}, stop_reason="finished")
+        model = torch.nn.Linear(1, 1)  # a real trainer that never trains: the hooks see what they would
+        optimizer = torch.optim.SGD(model.parameters(), lr=params.lr)
+        trainer = Trainer(model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1), [],
+                          device=torch.device("cpu"), max_epochs=epochs, progress=False)
         board.before_train(trainer)
         distance = abs(math.log10(params.lr) + 2.0)  # best at lr = 0.01
         quality = 1.0 / (1.0 + distance)
@@ -62,7 +67,8 @@ def make_study_and_logs(out: Path, trials: int = 8, epochs: int = 3) -> str:
                 trainer.state.epoch = epoch
                 score = quality * epoch / epochs
                 trainer.metrics = {"train/loss": loss, "val/map": score, "val/map50": min(1.0, 1.5 * score),
-                                   "lr": params.lr * (0.5 ** (epoch // 2)), "score": score}
+                                   "lr": params.lr * (0.5 ** (epoch // 2))}
+                trainer.result = EpochResult(score, improved=True)
                 board.after_epoch(trainer)
                 for hook in hooks:
                     hook.after_epoch(trainer)

@@ -173,6 +173,29 @@ def test_corrupt_cached_wheel_is_an_error(tmp_path: Path) -> None:
         fetch_demo(tmp_path, progress=False)
 
 
+def test_demo_fine_tunes_from_imagenet_when_the_weights_can_be_had(weight_server: Any, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    for backbone in ("resnet18", "mobilenet_v3_large"):  # the demo's variants (content is not checked here)
+        weight_server.publish({"w": torch.zeros(1)}, backbone)
+    assert demo.demo_pretrained(REPO / "settings" / "demo.json", [f"model.weights_dir={tmp_path / 'w'}"],
+                                progress=False) == "imagenet"
+    assert len(weight_server.requests) == 2 and capsys.readouterr().err == ""
+    assert demo.main(["--pretrained-for", str(REPO / "settings" / "demo.json"), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == "imagenet" and len(weight_server.requests) == 2  # cached now
+
+
+def test_demo_without_weights_says_so_in_one_line_and_trains_from_random_init(
+        no_weight_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--pretrained-for", str(REPO / "settings" / "demo.json"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "none"
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("demo: no ImageNet weights (cannot download resnet18-f37072fd.pth")
+    assert "model.pretrained=none" in lines[0]
+
+
 def test_demo_split_holds_every_class_in_validation(built: tuple[Path, dict[str, Any]]) -> None:
     """The demo settings' split puts every class on both sides, with no group and no overlapping
     tile on both sides (Dead and Alive come from one 400 px source, cut into four regions)."""
@@ -183,8 +206,11 @@ def test_demo_split_holds_every_class_in_validation(built: tuple[Path, dict[str,
     settings = json.loads((REPO / "settings" / "demo.json").read_text())
     out, _ = built
     records = load_demo(out, progress=False).records
+    from obdb.settings.schema import TsneSplitSettings
+
     manifest = make_split(records, settings["split"]["method"], val_fraction=settings["split"]["val_fraction"],
-                          seed=settings["seed"], progress=False)
+                          seed=settings["seed"], tsne=TsneSplitSettings(**settings["split"].get("tsne", {})),
+                          progress=False)
     for side in ("train", "val"):
         labels = {label for r in records if manifest.assignment[r.image_id] == side for label in r.labels}
         assert labels == {"Tree", "Dead", "Alive"}, side

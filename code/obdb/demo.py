@@ -336,8 +336,28 @@ def load_demo(out_dir: Path = DEFAULT_OUT_DIR, *, progress: bool = True) -> Anno
                       progress=progress)
 
 
+def demo_pretrained(settings_file: Path, overrides: Sequence[str] = (), *, progress: bool = True) -> str:
+    """``imagenet`` when the ImageNet weights of the demo's variants are cached or can be downloaded
+    now (they are, into the torch hub cache), else ``none`` after one line on stderr saying so: the
+    demo then trains from random init, which needs far more epochs for the same mAP."""
+    from obdb.models import ModelError
+    from obdb.pipeline import fetch_pretrained
+    from obdb.settings import load_settings
+    from obdb.split import SplitError
+
+    settings = load_settings(settings_file, [*overrides, "model.pretrained=imagenet"])
+    try:
+        fetch_pretrained(settings, settings.variants, progress)
+    except (ModelError, SplitError) as err:
+        print(f"demo: no ImageNet weights ({str(err).split(';')[0]}): training from random init "
+              f"(model.pretrained=none), which needs far more epochs for the same mAP", file=sys.stderr)
+        return "none"
+    return "imagenet"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m obdb.demo`` / ``scripts/fetch_demo_data.py``."""
+    """CLI: ``python -m obdb.demo`` / ``scripts/fetch_demo_data.py``; ``--pretrained-for SETTINGS``
+    prints the ``model.pretrained`` the demo can use (see :func:`demo_pretrained`)."""
     parser = argparse.ArgumentParser(description="Fetch and tile the DeepForest demo images "
                                      "(MIT-licensed, from the deepforest==2.1.0 wheel).")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output folder (default: %(default)s)")
@@ -346,8 +366,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wheel", type=Path, default=None,
                         help=f"use this local {DEMO_WHEEL} instead of downloading it (sha256 is still checked)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--pretrained-for", type=Path, metavar="SETTINGS",
+                        help="only print 'imagenet' when the weights of this settings file's variants are cached or "
+                        "downloadable now, else 'none' (and one line saying so on stderr)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.pretrained_for is not None:
+        logging.getLogger("obdb").setLevel(logging.WARNING)
+        print(demo_pretrained(args.pretrained_for, progress=not args.quiet))
+        return 0
     try:
         manifest = fetch_demo(args.out, tile_size=args.tile_size, wheel=args.wheel, progress=not args.quiet)
     except DemoError as err:

@@ -24,7 +24,7 @@ from .hpo.storage import StorageUnavailable, check_reachable, is_shared
 from .hpo.warmstart import WarmStart, WarmStartError, check_entries, previous_search
 from .hpo.warmstart import resolve as resolve_warm_starts
 from .lint import LintError, lint_for_run
-from .models import ModelError, ModelSpec, read_header, resolve_variant, save_model
+from .models import ModelError, ModelSpec, prepare_weights, read_header, resolve_variant, save_model, variant_version
 from .outputs import RunPaths, attach_log_file, check_writable, now, write_manifest, write_summary
 from .paths import UnsafeName, safe_component
 from .records import AnnotationSet, ClassMap, ImageRecord, drop_unknown_labels, stable_hash
@@ -85,6 +85,7 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
         block = settings.variant(variant)
         try:
             resolve_variant(variant, backbone=block.backbone, head=block.head)
+            check_pretrained_for(settings, variant)  # coco without a COCO detector, a missing file
         except ModelError as err:
             problems.append(f"variants[{index}] ({variant}): {err}")
         if block.run_hpo and not settings.hpo_parameters:
@@ -107,6 +108,34 @@ def check_run(settings: Settings, variants: Sequence[str]) -> None:
                         "(use \"auto\" to train on the CPU when there is none)")
     if problems:
         raise RunError("settings cannot run:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def check_pretrained_for(settings: Settings, variant: str) -> None:
+    """``model.pretrained`` fits this variant (without looking for or downloading any file)."""
+    from .models import check_pretrained
+    from .models.hub import coco_model_name
+
+    pretrained = check_pretrained(settings.model.pretrained)
+    if pretrained == "coco":
+        spec = model_spec(settings, variant, 2)
+        coco_model_name(spec.backbone, spec.head, variant_version(variant))
+
+
+def fetch_pretrained(settings: Settings, variants: Sequence[str], progress: bool = True) -> None:
+    """Every weights file the run will need, local or downloaded now: a file that cannot be had
+    stops the run (exit 2) before anything is written, not hours later at the final training."""
+    for variant in variants:
+        prepare_weights(model_spec(settings, variant, 2), settings.model.pretrained, weights_dir=weights_dir(settings),
+                        version=variant_version(variant), progress=progress)
+    tsne = settings.split.tsne
+    if settings.split.method == "tsne" and tsne.features == "backbone" and settings.model.pretrained != "none":
+        from .models import imagenet_weights
+
+        imagenet_weights(tsne.backbone, weights_dir(settings), progress=progress)
+
+
+def weights_dir(settings: Settings) -> Path | None:
+    return Path(settings.model.weights_dir) if settings.model.weights_dir else None
 
 
 def check_outputs_readable(paths: RunPaths, variants: Sequence[str]) -> None:
@@ -219,7 +248,8 @@ def fit_config(settings: Settings, variant: str, spec: ModelSpec, progress: bool
     return FitConfig(spec=spec, device=resolve_device(train.device), batch_size=train.batch_size,
                      eval_batch_size=train.eval_batch_size, workers=train.workers, warmup_iters=train.warmup_iters,
                      amp=train.amp, metric=settings.hpo.metric, max_detections=train.max_detections,
-                     weights_dir=Path(settings.model.weights_dir) if settings.model.weights_dir else None,
+                     weights_dir=weights_dir(settings), pretrained=settings.model.pretrained,
+                     version=variant_version(variant), freeze_backbone_epochs=settings.model.freeze_backbone_epochs,
                      pretrained_model_path=Path(block.pretrained_model_path) if block.pretrained_model_path else None,
                      seed=settings.seed, progress=progress)
 
@@ -416,6 +446,7 @@ def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: 
     if unknown:
         raise RunError(f"--variants names {unknown} that are not in the settings' variants {settings.variants}")
     check_run(settings, chosen)
+    fetch_pretrained(settings, chosen, progress)
     paths = run_paths(settings)
     url = storage_url(settings.hpo.storage, paths.save_dir)
     try:

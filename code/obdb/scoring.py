@@ -72,6 +72,7 @@ def records_from_run(settings: Settings, header: dict[str, Any], split: str, pro
                               file=Path(cfg.file) if cfg.file else None, tsne=cfg.tsne, fold=cfg.fold,
                               cache_dir=feature_cache_dir(settings),
                               weights_dir=Path(settings.model.weights_dir) if settings.model.weights_dir else None,
+                              pretrained=settings.model.pretrained,
                               progress=progress)
         if extra.get("split_hash") and manifest.hash != extra["split_hash"]:
             log.warning("split recomputed from the settings (%s) differs from the model's (%s): the data changed",

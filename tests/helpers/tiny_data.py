@@ -65,7 +65,7 @@ def tiny_settings(data: Path, out: Path, **changes: Any) -> dict[str, Any]:
         "default_class_map": ["Background", *LABELS],
         "data": {"images_dir": str(data / "images")},
         "split": {"method": "group", "val_fraction": 0.25},
-        "model": {"min_size": 96, "max_size": 96},
+        "model": {"min_size": 96, "max_size": 96, "pretrained": "none"},  # no downloads in tests
         "train": {"batch_size": 3, "workers": 0, "device": "cpu", "warmup_iters": 2},
         "hpo": {"pruner": "none"},
     }

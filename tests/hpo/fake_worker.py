@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 import obdb.pipeline as pipeline  # obdb through the PYTHONPATH that start_worker() sets
 from obdb.cli.runner import main
-from obdb.training import TrainState
+from obdb.training import EpochResult, Trainer, TrainState
 
 CALLS = 0
 
@@ -58,9 +59,11 @@ def fake_fit(data: Any, config: Any, params: Any, *, max_epochs: int, name: str,
             time.sleep(600)  # killed by the test long before this ends
     if CALLS == 1 and os.environ.get("FAKE_HANG_NAME") and os.environ["FAKE_HANG_NAME"] in name:
         time.sleep(600)
-    state = TrainState()
-    trainer = type("FakeTrainer", (), {})()
-    trainer.state, trainer.metrics = state, {}
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1), [], device=torch.device("cpu"),
+                      max_epochs=max_epochs, progress=False)  # a real trainer that never trains
+    state = trainer.state
     quality = 1.0 / (1.0 + abs(math.log10(params.lr) + 2.0))
     for epoch in range(1, max_epochs + 1):
         time.sleep(float(os.environ.get("FAKE_SLEEP", "0.2")))
@@ -68,7 +71,7 @@ def fake_fit(data: Any, config: Any, params: Any, *, max_epochs: int, name: str,
         state.epoch = epoch
         if score > state.best_score:
             state.best_score, state.best_epoch = score, epoch
-        trainer.metrics = {"score": score}
+        trainer.result = EpochResult(score, improved=score >= state.best_score)
         for hook in extra_hooks:
             hook.after_epoch(trainer)
         state.history.append({"epoch": float(epoch), "val/map": score})

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import optuna
 import pytest
+import torch
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from torch import nn
 
 from helpers.servers import PG_URL, postgres_up
 from obdb.hpo import (PruneHook, SearchResult, build_pruner, build_sampler, n_startup_trials, open_storage, redact,
                       run_search, storage_url, study_name, suggest)
 from obdb.hpo.storage import ENV_VAR
 from obdb.settings.schema import DEFAULT_LOG_SCALE, HyperParams, ParamRange
-from obdb.training import Hook, TrainingDiverged
+from obdb.training import EpochResult, Hook, Trainer, TrainingDiverged
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -31,9 +32,15 @@ BASE = HyperParams(lr=0.01, momentum=0.9, weight_decay=3e-4, step_size=3, gamma=
 LOG_SCALE = list(DEFAULT_LOG_SCALE)
 
 
-def fake_trainer(epoch: int, score: float) -> SimpleNamespace:
-    """What a hook reads from a Trainer after an epoch."""
-    return SimpleNamespace(metrics={"score": score}, state=SimpleNamespace(epoch=epoch))
+def fake_trainer(epoch: int, score: float, max_epochs: int = 1000) -> Trainer:
+    """A real Trainer (of a one-weight model) as hooks see it after evaluating ``epoch``."""
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1), [], device=torch.device("cpu"),
+                      max_epochs=max_epochs, progress=False)
+    trainer.state.epoch = epoch
+    trainer.result = EpochResult(score, improved=True)
+    return trainer
 
 
 def quality(params: HyperParams) -> float:

@@ -46,8 +46,7 @@ class CurveObjective(Objective):
         curve = self.curve(params, number)
         for epoch, score in enumerate(curve, start=1):
             self.epochs_run[number] = epoch
-            trainer = fake_trainer(epoch, score)
-            trainer.max_epochs, trainer.summary = len(curve), {}
+            trainer = fake_trainer(epoch, score, max_epochs=len(curve))
             for hook in hooks:
                 hook.after_epoch(trainer)
         return max(curve)
@@ -78,8 +77,7 @@ def test_prune_hook_marks_the_trainer_summary() -> None:
     study = optuna.create_study(direction="maximize", pruner=build_pruner("median", warmup_epochs=1, max_epochs=3,
                                                                           startup_trials=1))
     study.add_trial(create_trial(value=0.9, params={}, distributions={}, intermediate_values={1: 0.9, 2: 0.9}))
-    trainer = fake_trainer(1, 0.1)
-    trainer.max_epochs, trainer.summary = 3, {}
+    trainer = fake_trainer(1, 0.1, max_epochs=3)
     with pytest.raises(optuna.TrialPruned):
         PruneHook(study.ask()).after_epoch(trainer)
     assert trainer.summary == {"trial/pruned_at_epoch": 1.0}

@@ -19,8 +19,9 @@ CLASSES = ClassMap(("weed", "crop"))
 
 
 @pytest.fixture(autouse=True)
-def _no_env_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's $OBDB_WEIGHTS_DIR must not change what the tests build."""
+def _no_env_weights(monkeypatch: pytest.MonkeyPatch, no_weight_server: str) -> None:
+    """A developer's $OBDB_WEIGHTS_DIR or hub cache must not change what the tests build, and
+    nothing may be downloaded (the URL base is a closed port)."""
     monkeypatch.delenv(ENV_WEIGHTS_DIR, raising=False)
 
 
@@ -203,7 +204,7 @@ def _imagenet_resnet18(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 def test_backbone_weights_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, state = _imagenet_resnet18(tmp_path)
     assert path.name == "resnet18-f37072fd.pth"
-    model, spec = build_detector(_spec("resnet18", trainable_layers=3), weights_dir=tmp_path)
+    model, spec = build_detector(_spec("resnet18", trainable_layers=3), pretrained="imagenet", weights_dir=tmp_path)
     assert spec.pretrained_backbone is True
     assert any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.modules())
@@ -214,7 +215,7 @@ def test_backbone_weights_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert body.layer2[0].conv1.weight.requires_grad and body.layer4[0].conv1.weight.requires_grad
     # The env variable is the fallback folder.
     monkeypatch.setenv(ENV_WEIGHTS_DIR, str(tmp_path))
-    assert build_detector(_spec("resnet18", "retinanet"))[1].pretrained_backbone is True
+    assert build_detector(_spec("resnet18", "retinanet"), pretrained="imagenet")[1].pretrained_backbone is True
     # A fine-tuned (frozen-BN) model reloads into the same layout, without the weights file.
     saved = tmp_path / "ft.pt"
     save_model(saved, model, spec, CLASSES)
@@ -226,20 +227,22 @@ def test_backbone_weights_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_missing_or_wrong_backbone_weights(tmp_path: Path) -> None:
-    _, spec = build_detector(_spec("resnet18"), weights_dir=tmp_path / "nowhere")
-    assert spec.pretrained_backbone is False
-    _, spec = build_detector(_spec("resnet18", pretrained_backbone=True), weights_dir=tmp_path)
-    assert spec.pretrained_backbone is False
+    # no silent random init: missing ImageNet weights that cannot be downloaded are an error
+    with pytest.raises(ModelError, match=r"cannot download resnet18-f37072fd\.pth"):
+        build_detector(_spec("resnet18"), pretrained="imagenet", weights_dir=tmp_path / "nowhere")
+    _, spec = build_detector(_spec("resnet18", pretrained_backbone=True), pretrained="none", weights_dir=tmp_path)
+    assert spec.pretrained_backbone is False  # "none" is random init, whatever the spec said
     wrong = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.mobilenet_v3_small(weights=None).state_dict(), wrong)
     with pytest.raises(ModelError, match=r"resnet18\.pth does not fit"):
-        build_detector(_spec("resnet18"), weights_dir=tmp_path)
+        build_detector(_spec("resnet18"), pretrained="imagenet", weights_dir=tmp_path)
 
 
 def test_generic_backbone_pretrained_layout(tmp_path: Path) -> None:
     state = torchvision.models.efficientnet_b0(weights=None).state_dict()
     torch.save(state, tmp_path / "efficientnet_b0.pth")
-    model, spec = build_detector(_spec("efficientnet_b0", trainable_layers=2), weights_dir=tmp_path)
+    model, spec = build_detector(_spec("efficientnet_b0", trainable_layers=2), pretrained="imagenet",
+                                 weights_dir=tmp_path)
     assert spec.pretrained_backbone
     frozen = [m for m in model.backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
     assert len(frozen) == sum(isinstance(m, nn.BatchNorm2d) for m in torchvision.models.efficientnet_b0().features.modules())

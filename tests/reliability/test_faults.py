@@ -45,7 +45,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_settings(dataset: Path, out: Path, **changes: Any) -> Path:
     """Tiny settings (64 px) with ``changes`` to top-level keys, ``data`` included."""
-    raw = {**tiny_settings(dataset, out, model={"min_size": 64, "max_size": 64}), **changes}
+    raw = {**tiny_settings(dataset, out, model={"min_size": 64, "max_size": 64, "pretrained": "none"}), **changes}
     path = out / "settings.json"
     path.write_text(json.dumps(raw, indent=2))
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pytest
@@ -105,15 +105,49 @@ def test_crop_boxes_adds_margin_and_clips() -> None:
     assert crops[1].size[0] <= 9 and crops[2].size == (5, 5)  # clipped at the borders, min 8 px before clipping
 
 
-def test_backbone_without_weights_falls_back_to_pixels(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OBDB_WEIGHTS_DIR", raising=False)
-    with caplog.at_level(logging.WARNING):
-        extractor = make_extractor("backbone", backbone="resnet18", weights_dir=tmp_path)
-    assert isinstance(extractor, PixelExtractor)
-    assert "no ImageNet weights for resnet18" in caplog.text and "'pixels'" in caplog.text
+def test_backbone_without_weights_is_an_error_not_a_silent_fallback(no_weight_server: str, tmp_path: Path) -> None:
+    with pytest.raises(SplitError, match=r"split.tsne.features 'backbone' needs ImageNet weights for resnet18: "
+                       r"cannot download resnet18-f37072fd\.pth from .*obdb weights fetch"):
+        make_extractor("backbone", backbone="resnet18", weights_dir=tmp_path)
     with pytest.raises(SplitError, match="unknown feature extractor 'hog'"):
         make_extractor("hog")
+
+
+def test_pixels_only_when_asked_for_or_with_pretrained_none(no_weight_server: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        extractor = make_extractor("backbone", backbone="resnet18", pretrained="none")
+    assert isinstance(extractor, PixelExtractor) and extractor.source.endswith("model.pretrained is none")
+    assert "model.pretrained is 'none'" in caplog.text
+    asked = make_extractor("pixels")
+    assert isinstance(asked, PixelExtractor) and asked.source.endswith("asked for (split.tsne.features)")
+
+
+def test_backbone_features_are_downloaded_once_and_reported(weight_server: Any, tiny_records: list,
+                                                           tmp_path: Path) -> None:
+    import torch
+    import torchvision
+
+    from obdb.settings.schema import TsneSplitSettings
+    from obdb.split.report import summary_lines
+    from obdb.split.tsne import analyse
+
+    torch.manual_seed(0)
+    entry = weight_server.publish(torchvision.models.mobilenet_v3_small(weights=None).state_dict(),
+                                  "mobilenet_v3_small")
+    options = TsneSplitSettings(backbone="mobilenet_v3_small", image_size=64, device="cpu", clusters=2, dhash=False)
+    analysis = analyse(tiny_records, options, seed=0, cache_dir=tmp_path / "features", n_jobs=1)
+    assert weight_server.requests == [f"/models/{entry.file_name}"]
+    source = analysis.info["features"]["source"]
+    assert source.startswith(f"mobilenet_v3_small pretrained features ({entry.file_name}")
+    again = analyse(tiny_records, options, seed=0, cache_dir=tmp_path / "features", n_jobs=1)
+    assert len(weight_server.requests) == 1 and again.info["features"]["cache_misses"] == 0
+    lines = summary_lines({"split_hash": "h", "method": "tsne", "seed": 0,
+                           "counts": {s: {"images": 1, "groups": 1, "boxes": 1} for s in ("train", "val")},
+                           "divergence": {"classes": 0.0, "clusters": 0.0}, "groups": {"straddling": {}, "total": 2},
+                           "leakage": {"embedding": {"pairs": 0, "threshold": 0.05}},
+                           "analysis": analysis.info})
+    assert lines[-1] == f"  image features: {source}"
 
 
 def test_backbone_features_with_an_offline_weights_file(tiny_records: list, tmp_path: Path) -> None:
@@ -129,6 +163,7 @@ def test_backbone_features_with_an_offline_weights_file(tiny_records: list, tmp_
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     extractor = make_extractor("backbone", backbone="resnet18", weights_dir=weights, image_size=64, device="cpu",
                                batch_size=4)
+    assert extractor.source.startswith(f"resnet18 pretrained features ({path.name}")
     assert isinstance(extractor, BackboneExtractor) and extractor.id == f"resnet18-{path.stem}-64px-gap"
     cache = FeatureCache(tmp_path / "features")
     features = compute_features(tiny_records[:6], [extractor], cache)[extractor.id]

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from obdb.settings.schema import HyperParams
-from obdb.training import (CheckpointHook, EarlyStopHook, EvalHook, Hook, TensorBoardHook, Trainer, TrainingDiverged,
-                           build_optimizer, build_scheduler, warmup_factor)
+from obdb.training import (CheckpointHook, EarlyStopHook, EpochResult, EvalHook, Hook, TensorBoardHook, Trainer,
+                           TrainingDiverged, build_optimizer, build_scheduler, warmup_factor)
 
 CPU = torch.device("cpu")
 STEPS_PER_EPOCH = 3
@@ -94,6 +94,7 @@ class Recorder(Hook):
         self.step_lrs: list[float] = []
         self.step_losses: list[dict[str, float]] = []
         self.epoch_metrics: list[dict[str, float]] = []
+        self.epoch_results: list[EpochResult | None] = []
         self.epoch_optimizer_lr: list[float] = []
 
     def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
@@ -102,6 +103,7 @@ class Recorder(Hook):
 
     def after_epoch(self, trainer: Trainer) -> None:
         self.epoch_metrics.append(dict(trainer.metrics))
+        self.epoch_results.append(trainer.result)
         self.epoch_optimizer_lr.append(trainer.optimizer.param_groups[0]["lr"])
 
 
@@ -171,8 +173,9 @@ def test_eval_hook_tracks_best_and_plateau() -> None:
     trainer.hooks.append(Watch())
     state = trainer.train()
     assert seen == [(0.2, 1, 0), (0.5, 2, 0), (0.5, 2, 1), (0.5, 2, 2), (0.7, 5, 0)]
-    assert [m["improved"] for m in recorder.epoch_metrics] == [1.0, 1.0, 0.0, 0.0, 1.0]
-    assert [m["score"] for m in recorder.epoch_metrics] == scores
+    assert recorder.epoch_results == [EpochResult(s, i) for s, i in zip(scores, [True, True, False, False, True])]
+    assert [h["improved"] for h in state.history] == [1.0, 1.0, 0.0, 0.0, 1.0]  # the history keeps both
+    assert [h["score"] for h in state.history] == scores
     metrics = recorder.epoch_metrics[0]
     assert metrics["val/map"] == 0.2 and metrics["val/map50"] == pytest.approx(0.3)
     assert "val/per_class" not in metrics and "val/is_bool" not in metrics

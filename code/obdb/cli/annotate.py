@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .common import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded,
-                     setup_logging, whole_number)
+                     setup_logging, whole_number, without_downloads)
 
 DEFAULT_OUT = "auto_annotate_out"
 SAFETY = ("Without --replace no existing shape is deleted or changed; with --replace only auto shapes nobody "
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "auto_annotate.py") -> i
             print(f"report: {report}")
         return EXIT_OK
 
-    return guarded(body)
+    return guarded(without_downloads("auto_annotate.py", body))  # reads saved models: never downloads weights
 
 
 if __name__ == "__main__":

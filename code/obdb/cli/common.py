@@ -118,6 +118,17 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def without_downloads(command: str, main: Callable[[], int]) -> Callable[[], int]:
+    """``main`` with weight downloads forbidden: for commands that read saved models only."""
+    def run() -> int:
+        from ..models.hub import downloads_forbidden
+
+        with downloads_forbidden(command):
+            return main()
+
+    return run
+
+
 def guarded(main: Callable[[], int]) -> int:
     """Run ``main``; turn known errors into a one-paragraph message and an exit code."""
     try:

@@ -15,6 +15,7 @@ COMMANDS = {
     "review": ("obdb.cli.review", "rank suspected label errors with k-fold out-of-sample predictions"),
     "db": ("obdb.cli.db", "export/import the MongoDB annotations database as mongoexport-compatible JSON lines"),
     "sync": ("obdb.cli.sync", "pull CVAT tasks into MongoDB (incremental; deleted tasks removed)"),
+    "weights": ("obdb.cli.weights", "fetch pretrained weights ahead of time (air-gapped machines); list cached ones"),
 }
 
 

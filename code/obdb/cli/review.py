@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .common import EXIT_OK, add_bool, add_common, add_settings_args, guarded, setup_logging, whole_number
+from .common import (EXIT_OK, add_bool, add_common, add_settings_args, guarded, setup_logging, whole_number,
+                     without_downloads)
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -113,4 +114,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb review") -> int:
             push(settings, outcome.files["json"], args.top, args.dry_run, args.progress)
         return EXIT_OK
 
-    return guarded(body)
+    return guarded(without_downloads("obdb review", body))  # reads saved models: never downloads weights

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from .common import EXIT_OK, add_bool, add_common, guarded, setup_logging, whole_number
+from .common import EXIT_OK, add_bool, add_common, guarded, setup_logging, whole_number, without_downloads
 
 
 def _fraction(text: str) -> float:
@@ -106,4 +106,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "test_model.py") -> int:
         print(f"report:  {result['report']['report']}")
         return EXIT_OK
 
-    return guarded(body)
+    return guarded(without_downloads("test_model.py", body))  # reads saved models: never downloads weights

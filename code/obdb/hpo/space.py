@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import optuna
 
-from ..settings.schema import HyperParams, ParamRange
+from ..settings.schema import INTEGER_PARAMETERS, HyperParams, ParamRange
 
 
 def is_log(name: str, rng: ParamRange, log_scale: list[str]) -> bool:
@@ -15,7 +15,7 @@ def is_log(name: str, rng: ParamRange, log_scale: list[str]) -> bool:
 def is_integer(name: str, rng: ParamRange) -> bool:
     if rng.integer is not None:
         return rng.integer
-    return name == "step_size"
+    return name in INTEGER_PARAMETERS
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, ParamRange], log_scale: list[str],
@@ -41,4 +41,4 @@ def n_startup_trials(setting: int | str, space_size: int, max_trials: int) -> in
 def enqueue_values(params: HyperParams, space: Mapping[str, ParamRange]) -> dict[str, Any]:
     """The searched part of a fixed parameter set, in the types the distributions expect."""
     dumped = params.model_dump()
-    return {name: dumped[name] for name in space}
+    return {name: dumped[name] for name in space if dumped[name] is not None}

@@ -45,16 +45,15 @@ class PruneHook(Hook):
         self.trial = trial
 
     def after_epoch(self, trainer: Trainer) -> None:
-        score = trainer.metrics["score"]
+        if trainer.result is None:
+            raise RuntimeError("PruneHook needs an EvalHook before it (no EpochResult this epoch)")
+        score = trainer.result.score
         epoch = trainer.state.epoch
         self.trial.report(score, epoch)
         self.trial.set_user_attr("epochs_run", epoch)
-        last = getattr(trainer, "max_epochs", None)
-        if (last is None or epoch < last) and self.trial.should_prune():
+        if epoch < trainer.max_epochs and self.trial.should_prune():
             self.trial.set_user_attr("pruned_at_epoch", epoch)
-            summary = getattr(trainer, "summary", None)
-            if summary is not None:
-                summary["trial/pruned_at_epoch"] = float(epoch)
+            trainer.summary["trial/pruned_at_epoch"] = float(epoch)
             raise optuna.TrialPruned(f"pruned after epoch {epoch} with score {score:.4f}")
 
 

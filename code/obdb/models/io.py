@@ -86,7 +86,7 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu"
     try:
         class_map = ClassMap.from_json(header["class_map"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path}: bad class map in header: {exc}") from None
+        raise ModelError(f"{path}: bad class map in header: {exc}") from exc
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise ModelError(f"{path}: model file has no state_dict")
@@ -98,7 +98,7 @@ def load_model(path: str | os.PathLike[str], map_location: Any = "cpu"
         if len(problem) > 600:
             problem = problem[:600] + " ..."
         raise ModelError(f"{path}: wrong architecture: its weights do not fit a {spec.backbone} "
-                         f"{spec.head} model as its header says ({problem})") from None
+                         f"{spec.head} model as its header says ({problem})") from exc
     model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
     model.eval()
     return model, spec, class_map, header

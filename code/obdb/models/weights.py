@@ -1,29 +1,24 @@
-"""Offline weight handling: finding ImageNet backbone files and loading users' state_dicts.
+"""Loading weight files into models: ImageNet backbones, COCO detectors, users' state_dicts.
 
-Training containers have no internet, so torchvision's download-on-demand can never be used. The
-user drops the files torchvision would have downloaded into a weights folder (or mounts a torch
-hub cache) and we look them up by the exact file name torchvision uses, so an existing hub cache
-works unchanged.
+Where the files come from (local folders, torchvision's download) is :mod:`obdb.models.hub`.
 
 Every file is read with ``torch.load(weights_only=True)``: a pickled model can run arbitrary code
 when loaded, and model files travel between machines and people, so they are refused outright.
 """
 from __future__ import annotations
 
-from obdb.errors import UserError
 import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlparse
 
 import torch
-import torchvision
 from torch import nn
+
+from obdb.errors import UserError
 
 log = logging.getLogger(__name__)
 
-ENV_WEIGHTS_DIR = "OBDB_WEIGHTS_DIR"
 MODEL_FORMAT = "obdb-model"
 MIN_BACKBONE_MATCH = 0.9
 MIN_PARTIAL_BODY_MATCH = 0.5
@@ -38,58 +33,6 @@ class ModelError(UserError, ValueError):
     architecture). A ``ValueError`` so settings validation code can treat it like other bad input."""
 
 
-def weight_file_names(backbone: str) -> list[str]:
-    """File names that may hold ImageNet weights for ``backbone``, best first.
-
-    The names come from torchvision's weights enum URLs (what ``torch.hub`` would have saved), then
-    the plain ``<backbone>.pth`` / ``.pt`` a user may have written by hand.
-    """
-    names: list[str] = []
-    try:
-        enum = torchvision.models.get_model_weights(backbone)
-    except (ValueError, KeyError, AttributeError):
-        enum = None
-    if enum is not None:
-        for member_name in ("DEFAULT", "IMAGENET1K_V1"):
-            member = getattr(enum, member_name, None)
-            if member is not None:
-                names.append(os.path.basename(urlparse(member.url).path))
-    names += [f"{backbone}.pth", f"{backbone}.pt"]
-    return list(dict.fromkeys(names))
-
-
-def weights_search_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Folders to search: ``weights_dir`` (else ``$OBDB_WEIGHTS_DIR``), plus the torch hub layouts
-    below it (``checkpoints/`` and ``hub/checkpoints/``) so a copied ``TORCH_HOME`` just works."""
-    root = weights_dir if weights_dir is not None else os.environ.get(ENV_WEIGHTS_DIR) or None
-    if root is None:
-        return []
-    base = Path(root).expanduser()
-    return [base, base / "checkpoints", base / "hub" / "checkpoints"]
-
-
-def find_backbone_weights(backbone: str, weights_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """Path of an ImageNet weights file for ``backbone``, or None (logged) for random init."""
-    dirs = weights_search_dirs(weights_dir)
-    if not dirs:
-        log.info("no weights folder given (settings or $%s): %s backbone starts from random init",
-                 ENV_WEIGHTS_DIR, backbone)
-        return None
-    if not dirs[0].is_dir():
-        log.warning("weights folder %s does not exist: %s backbone starts from random init", dirs[0], backbone)
-        return None
-    names = weight_file_names(backbone)
-    for folder in dirs:
-        for name in names:
-            candidate = folder / name
-            if candidate.is_file():
-                log.info("ImageNet weights for %s: %s", backbone, candidate)
-                return candidate
-    log.warning("no ImageNet weights for %s in %s (looked for %s): random init",
-                backbone, dirs[0], ", ".join(names))
-    return None
-
-
 def load_weights_file(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``; any failure becomes a ModelError naming the file."""
     path = Path(path)
@@ -97,9 +40,9 @@ def load_weights_file(path: str | os.PathLike[str], map_location: Any = "cpu") -
         raise ModelError(f"weights file {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
+    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip/pickle), EOFError, ...
         raise ModelError(f"{path} is not a state_dict file (pickled models are refused; save "
-                         f"model.state_dict() instead): {type(exc).__name__}: {exc}") from None
+                         f"model.state_dict() instead): {type(exc).__name__}: {exc}") from exc
 
 
 def extract_state_dict(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -170,3 +113,28 @@ def load_partial_state(model: nn.Module, path: str | os.PathLike[str]) -> int:
     log.info("pretrained model %s: loaded %d of %d model tensors (%d in the file skipped: name or "
              "shape differs)", path, len(matched), total, skipped)
     return len(matched)
+
+
+#: Parameters that depend on the class list, per head: re-initialised when COCO weights are loaded.
+CLASS_LAYERS = {"faster_rcnn": ("roi_heads.box_predictor.",),
+                "retinanet": ("head.classification_head.cls_logits.",),
+                "fcos": ("head.classification_head.cls_logits.",)}
+
+
+def load_coco_weights(model: nn.Module, path: Path, head: str, name: str) -> int:
+    """Load a whole COCO detector into ``model`` except its class-specific layers, which keep their
+    fresh init for the user's classes. Everything else must match exactly: a file that leaves part
+    of the detector random is for another architecture, an error rather than a quiet half-load."""
+    state = extract_state_dict(load_weights_file(path), path)
+    prefixes = CLASS_LAYERS[head]
+    own = model.state_dict()
+    wanted = [k for k in own if not k.startswith(prefixes) and not k.endswith("num_batches_tracked")]
+    keep = {k: v for k, v in matching_tensors(model, state).items() if not k.startswith(prefixes)}
+    missing = [k for k in wanted if k not in keep]
+    if missing:
+        raise ModelError(f"{path} does not fit a {name} detector: {len(missing)} of its {len(wanted)} tensors are "
+                         f"missing or of another shape, e.g. {', '.join(missing[:3])}")
+    model.load_state_dict(keep, strict=False)
+    log.info("COCO weights %s: loaded %d tensors; class layers (%s) start fresh for this class list", path,
+             len(keep), ", ".join(p.rstrip(".") for p in prefixes))
+    return len(keep)

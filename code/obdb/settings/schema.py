@@ -18,7 +18,9 @@ from ..paths import UnsafeName, safe_component
 from ..records import check_class_names, normalise_label
 
 #: Hyperparameters a trial (or a fixed run) sets. Everything else about training is a setting.
-HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "step_size", "gamma")
+HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "step_size", "gamma", "freeze_backbone_epochs")
+#: Searched as integers unless ``integer`` says otherwise.
+INTEGER_PARAMETERS = ("step_size", "freeze_backbone_epochs")
 #: Sampled on a log scale unless ``hpo.log_scale`` says otherwise (as the original system did).
 DEFAULT_LOG_SCALE = ("lr", "weight_decay", "momentum", "gamma")
 
@@ -55,6 +57,8 @@ class HyperParams(StrictModel):
     weight_decay: float = Field(1e-4, ge=0, lt=1)
     step_size: PositiveInt = 3
     gamma: float = Field(0.1, gt=0, le=1)
+    freeze_backbone_epochs: Optional[int] = Field(None, ge=0, description="searched: epochs that train only the "
+                                                  "FPN and head; None: model.freeze_backbone_epochs")
 
 
 class ParamRange(StrictModel):
@@ -241,18 +245,32 @@ class SplitSettings(StrictModel):
         return self
 
 
+PRETRAINED_KEYWORDS = ("imagenet", "coco", "none")
+
+
 class ModelSettings(StrictModel):
     head: Literal["faster_rcnn", "retinanet", "fcos"] = "faster_rcnn"
     min_size: PositiveInt = 800
     max_size: PositiveInt = 1333
     trainable_layers: int = Field(3, ge=0, le=5)
-    weights_dir: Optional[str] = None
+    pretrained: str = Field("imagenet", min_length=1, description="imagenet (backbone), coco (whole detector "
+                            "where torchvision has it), none (random init) or the path of a backbone state_dict")
+    freeze_backbone_epochs: int = Field(0, ge=0, description="first epochs train only the FPN and head")
+    weights_dir: Optional[str] = Field(None, description="weights folder searched first; then $OBDB_WEIGHTS_DIR "
+                                       "and the torch hub cache, where missing files are downloaded")
 
     @model_validator(mode="after")
     def _sizes(self) -> "ModelSettings":
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) is smaller than min_size ({self.min_size})")
         return self
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained(cls, value: str) -> str:
+        if value not in PRETRAINED_KEYWORDS and not value.endswith((".pth", ".pt")):
+            raise ValueError(f"{value!r} is not one of {', '.join(PRETRAINED_KEYWORDS)} nor a weights file (.pth/.pt)")
+        return value
 
 
 class TrainSettings(StrictModel):
@@ -360,7 +378,7 @@ class Settings(StrictModel):
                 raise ValueError(f"hpo_parameters.{name}: log-scale range needs low > 0, got {rng.low}")
             for value in (rng.low, rng.high):
                 try:
-                    HyperParams.model_validate({name: int(value) if name == "step_size" else float(value)})
+                    HyperParams.model_validate({name: int(value) if name in INTEGER_PARAMETERS else float(value)})
                 except ValidationError as err:
                     reason = err.errors()[0]["msg"]
                     raise ValueError(f"hpo_parameters.{name}: {value:g} is not a valid {name} ({reason})") from None

@@ -3,17 +3,18 @@
 Two kinds, behind one small interface (:class:`FeatureExtractor`):
 
 * ``backbone``: a torchvision classification network (default ``resnet18``) with its classifier
-  removed and global average pooling, on ImageNet weights found by the project's *offline* lookup
-  (:func:`obdb.models.weights.find_backbone_weights`; nothing is ever downloaded).
+  removed and global average pooling, on the ImageNet weights the detector uses too: same lookup
+  (``model.weights_dir``, ``$OBDB_WEIGHTS_DIR``, torch hub cache) and the same one-time download
+  (:mod:`obdb.models.hub`); a file that cannot be had stops the split with the download message.
 * ``pixels``: a fixed extractor that needs no weights at all: a joint RGB colour histogram
   (4 levels per channel = 64 bins, square-rooted so it is unit length: the Hellinger embedding)
   plus an 8 × 8 colour thumbnail with its mean removed (192 values, unit length); the two blocks
   are weighted equally (256 values, unit length). Colour and coarse layout are exactly what
   neighbouring video frames share, so near-duplicates stay near in this space.
 
-A backbone from random init maps images to noise-dominated vectors (its features mostly reflect
-the random filters), so when no weights file is found :func:`make_extractor` falls back to
-``pixels`` with a warning instead of silently producing a meaningless map.
+A backbone from random init maps images to noise-dominated vectors, so ``pixels`` is used when it
+is asked for and when ``model.pretrained`` is ``none`` (a run that wants no pretrained weights at
+all); never as a silent fallback. Each extractor's ``source`` says which it is, for the report.
 
 A third extractor, :class:`DHashExtractor`, computes the 64-bit difference hash (dHash) used by
 the leakage check as a perceptual hash independent of any model.
@@ -48,6 +49,8 @@ class FeatureExtractor(ABC):
     batch_size: int = 32
     #: dtype of the returned rows
     dtype: Any = np.float32
+    #: one line for the split report: which features these are and why
+    source: str = ""
 
     @abstractmethod
     def extract(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -59,6 +62,11 @@ class PixelExtractor(FeatureExtractor):
 
     id = "pixels-v1"
     batch_size = 64
+    source = "pixels (colour histogram + 8x8 thumbnail)"
+
+    def __init__(self, reason: str = "") -> None:
+        if reason:
+            self.source = f"{PixelExtractor.source}: {reason}"
 
     def extract(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.stack([self._one(image) for image in images]).astype(np.float32)
@@ -112,12 +120,12 @@ class BackboneExtractor(FeatureExtractor):
         try:
             check_backbone_name(backbone)
         except ModelError as err:
-            raise SplitError(f"split.tsne.backbone: {err}") from None
+            raise SplitError(f"split.tsne.backbone: {err}") from err
         model = torchvision.models.get_model(backbone, weights=None)
         try:
             load_backbone_weights(model, weights_path)
         except ModelError as err:
-            raise SplitError(f"split.tsne.backbone {backbone!r}: {err}") from None
+            raise SplitError(f"split.tsne.backbone {backbone!r}: {err}") from err
         if backbone.startswith(RESNET_PREFIXES):
             model.fc = nn.Identity()  # type: ignore[assignment]  # resnet: avgpool + flatten remain
             body: nn.Module = model
@@ -130,6 +138,7 @@ class BackboneExtractor(FeatureExtractor):
         self.image_size = image_size
         self.batch_size = batch_size
         self.id = f"{backbone}-{Path(weights_path).stem}-{image_size}px-gap"
+        self.source = f"{backbone} pretrained features ({Path(weights_path).name}, {image_size} px, global average pool)"
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
@@ -147,25 +156,31 @@ class BackboneExtractor(FeatureExtractor):
 
 
 def make_extractor(kind: str, *, backbone: str = "resnet18", weights_dir: str | Path | None = None,
-                   image_size: int = 224, device: str = "auto", batch_size: int = 16) -> FeatureExtractor:
-    """The extractor ``split.tsne.features`` asks for; ``backbone`` without weights → ``pixels``."""
+                   pretrained: str = "imagenet", image_size: int = 224, device: str = "auto",
+                   batch_size: int = 16, progress: bool = False) -> FeatureExtractor:
+    """The extractor ``split.tsne.features`` asks for. ``backbone`` runs on ImageNet weights (looked
+    up, else downloaded once) unless ``pretrained`` (``model.pretrained``) is ``none``: then the
+    run wants no pretrained weights anywhere and ``pixels`` is used, with a log line saying so."""
     if kind == "pixels":
-        return PixelExtractor()
+        return PixelExtractor("asked for (split.tsne.features)")
     if kind != "backbone":
         raise SplitError(f"split.tsne.features: unknown feature extractor {kind!r}; use 'backbone' or 'pixels'")
     from ..models.backbones import check_backbone_name
-    from ..models.weights import ModelError, find_backbone_weights
+    from ..models.hub import imagenet_weights
+    from ..models.weights import ModelError
 
     try:
-        check_backbone_name(backbone)  # a typo is an error even where no weights are around
+        check_backbone_name(backbone)  # a typo is an error even where no weights are needed
     except ModelError as err:
-        raise SplitError(f"split.tsne.backbone: {err}") from None
-    path = find_backbone_weights(backbone, weights_dir)
-    if path is None:
-        log.warning("split.tsne.features is 'backbone' but no ImageNet weights for %s were found (model.weights_dir "
-                    "or $OBDB_WEIGHTS_DIR); a random-init network gives meaningless features, so the fixed "
-                    "'pixels' extractor (colour histogram + thumbnail) is used instead", backbone)
-        return PixelExtractor()
+        raise SplitError(f"split.tsne.backbone: {err}") from err
+    if pretrained == "none":
+        log.info("split.tsne.features: model.pretrained is 'none', so the split uses 'pixels' features (colour "
+                 "histogram + thumbnail) instead of a random-init %s", backbone)
+        return PixelExtractor("model.pretrained is none")
+    try:
+        path = imagenet_weights(backbone, weights_dir, progress=progress)
+    except ModelError as err:
+        raise SplitError(f"split.tsne.features 'backbone' needs ImageNet weights for {backbone}: {err}") from err
     return BackboneExtractor(backbone, path, image_size=image_size, device=device, batch_size=batch_size)
 
 

@@ -103,14 +103,17 @@ def file_split(records: Sequence[ImageRecord], path: Path) -> SplitManifest:
 
 def make_split(records: Sequence[ImageRecord], method: str, *, val_fraction: float, seed: int,
                file: Path | None = None, tsne: Any = None, fold: int | None = None,
-               cache_dir: Path | None = None, weights_dir: Path | None = None, progress: bool = False) -> SplitManifest:
+               cache_dir: Path | None = None, weights_dir: Path | None = None, pretrained: str = "imagenet",
+               progress: bool = False) -> SplitManifest:
     """The split ``method`` makes. ``tsne`` (a ``TsneSplitSettings``; defaults when None), ``fold``,
-    ``cache_dir`` (features; none: not cached) and ``weights_dir`` only matter for ``"tsne"``."""
+    ``cache_dir`` (features; none: not cached), ``weights_dir`` and ``pretrained`` (``model.*``)
+    only matter for ``"tsne"``."""
     if method == "tsne":
         from .tsne import run_tsne_split
 
         manifest, _ = run_tsne_split(records, tsne, val_fraction=val_fraction, seed=seed, fold=fold,
-                                     cache_dir=cache_dir, weights_dir=weights_dir, progress=progress)
+                                     cache_dir=cache_dir, weights_dir=weights_dir, pretrained=pretrained,
+                                     progress=progress)
         return manifest
     if method == "group":
         return group_split(records, val_fraction, seed)

@@ -208,6 +208,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if "dhash" in leak:
         parts.append(f"{leak['dhash']['pairs']} by dHash (<= {leak['dhash']['threshold']} bits)")
     lines.append("  near-duplicate pairs across sides: " + ", ".join(parts))
+    source = report.get("analysis", {}).get("features", {}).get("source")
+    if source:
+        lines.append(f"  image features: {source}")
     return lines
 
 

@@ -110,7 +110,7 @@ def split_for_run(records: Sequence[ImageRecord], settings: Settings, *, save_di
     analysis = None
     if cfg.method == "tsne" or want_report:
         analysis = analyse(records, options, seed=seed, cache_dir=feature_cache_dir(settings),
-                           weights_dir=weights_dir, progress=progress)
+                           weights_dir=weights_dir, pretrained=settings.model.pretrained, progress=progress)
     if cfg.method == "tsne":
         assert analysis is not None
         manifest = tsne_split(records, analysis, options, val_fraction=cfg.val_fraction, seed=seed, fold=cfg.fold)

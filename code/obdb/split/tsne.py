@@ -56,7 +56,7 @@ class Analysis:
 
 def analyse(records: Sequence[ImageRecord], options: TsneSplitSettings, *, seed: int,
             cache_dir: str | os.PathLike[str] | None = None, weights_dir: str | os.PathLike[str] | None = None,
-            features: np.ndarray | None = None, dhashes: np.ndarray | None = None, progress: bool = False,
+            pretrained: str = "imagenet", features: np.ndarray | None = None, dhashes: np.ndarray | None = None, progress: bool = False,
             n_jobs: int | None = None) -> Analysis:
     """Measure ``records``. ``features``/``dhashes`` (rows in record order) skip the image pass,
     for features made elsewhere (the benchmark, an earlier export)."""
@@ -66,8 +66,8 @@ def analyse(records: Sequence[ImageRecord], options: TsneSplitSettings, *, seed:
     info: dict[str, Any] = {}
     if features is None:
         extractor = make_extractor(options.features, backbone=options.backbone, weights_dir=weights_dir,
-                                   image_size=options.image_size, device=options.device,
-                                   batch_size=options.batch_size)
+                                   pretrained=pretrained, image_size=options.image_size, device=options.device,
+                                   batch_size=options.batch_size, progress=progress)
         extractors = [extractor, DHashExtractor()] if options.dhash and dhashes is None else [extractor]
         cache = FeatureCache(cache_dir)
         computed = compute_features(records, extractors, cache, crops=options.crops, progress=progress)
@@ -76,7 +76,7 @@ def analyse(records: Sequence[ImageRecord], options: TsneSplitSettings, *, seed:
             features = np.hstack([l2_normalise(features), l2_normalise(computed[f"{extractor.id}+crops"])])
         if options.dhash and dhashes is None:
             dhashes = computed[DHashExtractor.id]
-        info["features"] = {"extractor": extractor.id, "dims": int(features.shape[1]), "crops": options.crops,
+        info["features"] = {"extractor": extractor.id, "source": extractor.source, "dims": int(features.shape[1]), "crops": options.crops,
                             "cache_dir": str(cache_dir) if cache_dir else None,
                             "cache_hits": cache.hits, "cache_misses": cache.misses}
     else:
@@ -187,8 +187,10 @@ def tsne_split(records: Sequence[ImageRecord], analysis: Analysis, options: Tsne
 
 def run_tsne_split(records: Sequence[ImageRecord], options: TsneSplitSettings | None = None, *, val_fraction: float,
                    seed: int, fold: int | None = None, cache_dir: str | Path | None = None,
-                   weights_dir: str | Path | None = None, progress: bool = False) -> tuple[SplitManifest, Analysis]:
+                   weights_dir: str | Path | None = None, pretrained: str = "imagenet",
+                   progress: bool = False) -> tuple[SplitManifest, Analysis]:
     """Analyse and split in one call (what :func:`obdb.split.make_split` uses for ``"tsne"``)."""
     options = options or TsneSplitSettings()
-    analysis = analyse(records, options, seed=seed, cache_dir=cache_dir, weights_dir=weights_dir, progress=progress)
+    analysis = analyse(records, options, seed=seed, cache_dir=cache_dir, weights_dir=weights_dir,
+                       pretrained=pretrained, progress=progress)
     return tsne_split(records, analysis, options, val_fraction=val_fraction, seed=seed, fold=fold), analysis

@@ -19,10 +19,11 @@ from torch import nn
 from ..dataset import DetectionDataset, EarlySubsetSampler, make_loader
 from ..evaluation import coco_metrics, predict
 from ..image_cache import ImageCache, estimated_bytes, fits_on_disk
+from ..errors import UserError
 from ..models import ModelSpec, build_detector
 from ..records import ClassMap, ImageRecord
 from . import distributed
-from .hooks import CheckpointHook, EarlyStopHook, EvalHook, TensorBoardHook
+from .hooks import BackboneFreezeHook, CheckpointHook, EarlyStopHook, EvalHook, TensorBoardHook
 from .optim import HyperParamsLike, build_optimizer, build_scheduler
 from .trainer import Hook, Trainer, TrainState
 
@@ -125,6 +126,9 @@ class FitConfig:
     metric: str = "map"
     max_detections: int = 100
     weights_dir: Path | None = None
+    pretrained: str = "none"        # model.pretrained: imagenet | coco | none | a backbone weights file
+    version: int = 1                # 2: torchvision's "_v2" COCO detector (variant name ending in v2)
+    freeze_backbone_epochs: int = 0  # model.freeze_backbone_epochs (a searched value in params wins)
     pretrained_model_path: Path | None = None
     seed: int = 0
     progress: bool = True
@@ -192,8 +196,13 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
             raise ValueError("early_subset is for search trials, not for distributed final training")
     data.use_size(config.spec.min_size, config.spec.max_size)
     torch.manual_seed(config.seed + seed_offset)
-    model, spec = build_detector(config.spec, weights_dir=config.weights_dir,
-                                 pretrained_model_path=config.pretrained_model_path)
+    model, spec = build_detector(config.spec, pretrained=config.pretrained, weights_dir=config.weights_dir,
+                                 pretrained_model_path=config.pretrained_model_path, version=config.version,
+                                 progress=config.progress)
+    frozen_epochs = freeze_epochs(params, config)
+    if frozen_epochs and ddp:
+        raise UserError("model.freeze_backbone_epochs is not supported for final training under torchrun "
+                        "(DistributedDataParallel needs a fixed set of trained parameters); set it to 0")
     set_max_detections(model, config.max_detections)
     model.to(config.device)
     optimizer = build_optimizer(model, params)
@@ -205,7 +214,8 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
     loader = make_loader(data.train_set, batch_size=config.batch_size, shuffle=True, workers=config.workers,
                          seed=config.seed + seed_offset, sampler=sampler)
     main = distributed.is_main() or not ddp  # only rank 0 writes checkpoints and TensorBoard
-    hooks: list[Hook] = [EvalHook(make_evaluator(data, config), metric=config.metric)]
+    hooks: list[Hook] = [BackboneFreezeHook(frozen_epochs)] if frozen_epochs else []
+    hooks.append(EvalHook(make_evaluator(data, config), metric=config.metric))
     if patience is not None:
         hooks.append(EarlyStopHook(patience))
     checkpoint = CheckpointHook(checkpoint_dir) if checkpoint_dir is not None and main else None
@@ -230,6 +240,12 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
     log.info("%s: %s; best %s %.4f at epoch %d", name, trainer.stop_reason, config.metric, state.best_score,
              state.best_epoch)
     return model, state, spec
+
+
+def freeze_epochs(params: HyperParamsLike, config: FitConfig) -> int:
+    """Epochs with a frozen backbone: the trial's searched value, else ``model.freeze_backbone_epochs``."""
+    searched = params.freeze_backbone_epochs
+    return int(searched) if searched is not None else config.freeze_backbone_epochs
 
 
 def resolve_device(name: str) -> torch.device:

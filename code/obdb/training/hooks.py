@@ -1,8 +1,8 @@
-"""Trainer hooks: evaluation, early stopping, checkpoints and TensorBoard.
+"""Trainer hooks: evaluation, early stopping, checkpoints, TensorBoard and backbone freezing.
 
-Order matters and is the order given to the trainer: evaluate first (it sets the metric the
-others read), then early stopping, best weights and the checkpoint (so a kill after the epoch
-loses nothing), then logging.
+Order matters and is the order given to the trainer: evaluate first (it sets ``trainer.result``,
+the :class:`~obdb.training.trainer.EpochResult` the others read), then early stopping, best
+weights and the checkpoint (so a kill after the epoch loses nothing), then logging.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from ..fileio import save_torch
 from .distributed import unwrap
-from .trainer import Hook, Trainer
+from .trainer import EpochResult, Hook, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,15 @@ class EvalHook(Hook):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 trainer.metrics[f"val/{key}"] = float(value)
         score = float(results[self.metric])
-        trainer.metrics["score"] = score
         state = trainer.state
-        if score > state.best_score + self.min_delta or state.best_epoch < 0:
+        improved = score > state.best_score + self.min_delta or state.best_epoch < 0
+        if improved:
             state.best_score = score
             state.best_epoch = state.epoch
             state.plateau = 0
-            trainer.metrics["improved"] = 1.0
         else:
             state.plateau += 1
-            trainer.metrics["improved"] = 0.0
+        trainer.result = EpochResult(score, improved)
 
 
 class EarlyStopHook(Hook):
@@ -95,9 +94,9 @@ class CheckpointHook(Hook):
 
     def after_epoch(self, trainer: Trainer) -> None:
         state = trainer.state_dict()
-        state["state"]["history"] = [*trainer.state.history, dict(trainer.metrics)]
+        state["state"]["history"] = [*trainer.state.history, trainer.epoch_record()]
         save_torch(self.last_path, state)
-        if self.save_best and trainer.metrics.get("improved"):
+        if self.save_best and trainer.result is not None and trainer.result.improved:
             self._save_best(trainer)
 
     def _save_best(self, trainer: Trainer) -> None:
@@ -134,8 +133,51 @@ class TensorBoardHook(Hook):
 
     def after_train(self, trainer: Trainer) -> None:
         if self.writer is not None:
-            for key, value in getattr(trainer, "summary", {}).items():  # stand-in trainers may have none
+            for key, value in trainer.summary.items():
                 self.writer.add_scalar(key, value, trainer.state.epoch)
             self.writer.add_text("stop_reason", trainer.stop_reason or "finished", trainer.state.epoch)
             self.writer.close()
             self.writer = None
+
+
+class BackboneFreezeHook(Hook):
+    """Freeze, then unfreeze: for the first ``epochs`` epochs only the FPN and the head train (the
+    new layers settle before they send large gradients into pretrained features); from then on
+    the backbone's ``trainable_layers`` train too, and the lr warm-up starts again.
+
+    The optimizer holds every trainable parameter from the start; a frozen parameter gets no
+    gradient, so SGD leaves it (and its weight decay) alone, and the optimizer's layout is the same
+    in both phases, which is what lets a checkpoint of either phase resume. The backbone's
+    BatchNorm layers are in eval mode while frozen, so their running statistics stay put too. The
+    phase follows from ``trainer.state.epoch`` alone, so a resumed run is in the right one."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.trainable: dict[str, bool] = {}
+
+    @staticmethod
+    def _body(trainer: Trainer) -> nn.Module:
+        return unwrap(trainer.model).backbone.body
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.trainable = {name: p.requires_grad for name, p in self._body(trainer).named_parameters()}
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        body = self._body(trainer)
+        epoch = trainer.state.epoch
+        if epoch < self.epochs:
+            for parameter in body.parameters():
+                parameter.requires_grad_(False)
+            for module in body.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):  # noqa: SLF001 - every BatchNorm kind
+                    module.eval()
+            if epoch == 0:
+                log.info("%s: epochs 1-%d train the FPN and head only (model.freeze_backbone_epochs)",
+                         trainer.name, self.epochs)
+            return
+        for name, parameter in body.named_parameters():
+            parameter.requires_grad_(self.trainable.get(name, True))
+        if epoch == self.epochs and self.epochs > 0:
+            trainer.state.warmup_start = trainer.state.iteration
+            log.info("%s: epoch %d: backbone unfrozen (%d trainable tensors); lr warm-up restarts", trainer.name,
+                     epoch + 1, sum(self.trainable.values()))

@@ -13,6 +13,7 @@ class HyperParamsLike(Protocol):
     weight_decay: float
     step_size: int
     gamma: float
+    freeze_backbone_epochs: int | None  # None: model.freeze_backbone_epochs
 
 
 def build_optimizer(model: nn.Module, hp: HyperParamsLike) -> torch.optim.SGD:

@@ -6,7 +6,6 @@ final run share the exact same code path. Training knows nothing of Optuna.
 """
 from __future__ import annotations
 
-from obdb.errors import UserError
 import logging
 import math
 import time
@@ -17,6 +16,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from obdb.errors import UserError
 
 from .distributed import unwrap
 from .optim import set_lr, warmup_factor
@@ -40,6 +41,7 @@ class TrainState:
     best_score: float = -math.inf
     best_epoch: int = -1
     plateau: int = 0                # epochs since the last improvement
+    warmup_start: int = 0           # iteration the current lr warm-up began at (it restarts at unfreeze)
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,15 +49,27 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainState":
-        return cls(**data)
+        return cls(**data)  # checkpoints from before warmup_start existed lack it: the default fits them
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """The validation outcome of one epoch, set by the evaluation hook for the hooks after it
+    (early stopping, best checkpoint, search pruning) in ``trainer.result``."""
+
+    score: float
+    improved: bool
 
 
 class Hook:
-    """Override what you need. ``trainer.metrics`` holds the current epoch's numbers;
+    """Override what you need. ``trainer.metrics`` holds the current epoch's numbers (logged and
+    kept in the history), ``trainer.result`` its :class:`EpochResult` once evaluated;
     ``trainer.summary`` numbers about the whole run (e.g. the epoch a search pruned it at), which
-    :class:`~obdb.training.hooks.TensorBoardHook` writes when training ends, however it ends."""
+    :class:`~obdb.training.hooks.TensorBoardHook` writes when training ends, however it ends.
+    ``before_epoch`` runs with the model already in train mode, before the epoch's first step."""
 
     def before_train(self, trainer: "Trainer") -> None: ...
+    def before_epoch(self, trainer: "Trainer") -> None: ...
     def after_step(self, trainer: "Trainer", losses: dict[str, float]) -> None: ...
     def after_epoch(self, trainer: "Trainer") -> None: ...
     def after_train(self, trainer: "Trainer") -> None: ...
@@ -82,6 +96,7 @@ class Trainer:
         self.seed = seed
         self.state = TrainState()
         self.metrics: dict[str, float] = {}
+        self.result: EpochResult | None = None
         self.summary: dict[str, float] = {}
         self.data_wait_warned = False
         self.should_stop = False
@@ -114,7 +129,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
             raise CheckpointError(f"checkpoint {path} does not fit this training run ({type(exc).__name__}: "
                                   f"{' '.join(str(exc).split())[:300]}); move it away to start this model "
-                                  "from scratch") from None
+                                  "from scratch") from exc
         log.info("%s: resumed from %s after epoch %d (best %.4f)", self.name, path, self.state.epoch,
                  self.state.best_score)
         return True
@@ -128,12 +143,13 @@ class Trainer:
             hook.before_train(self)
         try:
             while self.state.epoch < self.max_epochs and not self.should_stop:
+                self.result = None
                 self.train_one_epoch()
                 self.state.epoch += 1
                 self.metrics = {"epoch": float(self.state.epoch), **self.metrics}
                 for hook in self.hooks:
                     hook.after_epoch(self)
-                self.state.history.append(dict(self.metrics))
+                self.state.history.append(self.epoch_record())
                 self.log_epoch()
             if not self.should_stop:
                 self.stop_reason = self.stop_reason or f"reached {self.max_epochs} epochs"
@@ -145,8 +161,17 @@ class Trainer:
                 hook.after_train(self)
         return self.state
 
+    def epoch_record(self) -> dict[str, float]:
+        """The epoch's line of the history: its metrics plus the evaluated score."""
+        record = dict(self.metrics)
+        if self.result is not None:
+            record.update(score=self.result.score, improved=float(self.result.improved))
+        return record
+
     def train_one_epoch(self) -> None:
         self.model.train()
+        for hook in self.hooks:
+            hook.before_epoch(self)
         generator = getattr(self.train_loader, "generator", None)
         if self.seed is not None and generator is not None:
             # the shuffle order depends on the epoch alone, so a resumed run sees the same batches
@@ -192,7 +217,8 @@ class Trainer:
                         self.name, 100 * ratio, self.state.epoch + 1)
 
     def train_step(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        set_lr(self.optimizer, self.scheduler, warmup_factor(self.state.iteration, self.warmup_iters))
+        warmup = warmup_factor(self.state.iteration - self.state.warmup_start, self.warmup_iters)
+        set_lr(self.optimizer, self.scheduler, warmup)
         images = [img.to(self.device, non_blocking=True) for img in images]
         targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
         with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
@@ -220,8 +246,8 @@ class Trainer:
         """One line per epoch, so a week-long run can be followed in its log file."""
         m = self.metrics
         parts = [f"{self.name} epoch {self.state.epoch}/{self.max_epochs}", f"loss {m.get('train/loss', float('nan')):.4f}"]
-        if "score" in m:
-            parts.append(f"val {m['score']:.4f} (best {self.state.best_score:.4f} at epoch {self.state.best_epoch})")
+        if self.result is not None:
+            parts.append(f"val {self.result.score:.4f} (best {self.state.best_score:.4f} at epoch {self.state.best_epoch})")
         parts.append(f"lr {m.get('lr', 0.0):.2e}")
         log.info(", ".join(parts))
 
@@ -243,10 +269,10 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, not a torch file, pickled code refused, ...
+    except Exception as exc:  # truncated zip, not a torch file, pickled code refused, ...
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]}); move it away to start this model "
-                              "from scratch") from None
+                              "from scratch") from exc
     if not isinstance(checkpoint, dict) or not {"model", "optimizer", "scheduler", "state"} <= checkpoint.keys():
         raise CheckpointError(f"checkpoint {path} is not an obdb training checkpoint (needs model, optimizer, "
                               "scheduler and state); move it away to start this model from scratch")
