@@ -20,6 +20,9 @@ from helpers.weight_server import WeightServer
 if TYPE_CHECKING:
     from helpers.fake_cvat import FakeCvatServer
 
+REAL_CVAT_ENV = ("CVAT_URL", "CVAT_USERNAME", "CVAT_PASSWORD")
+CVAT_MODES = ["2.80", "2.23", "real"]
+
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -38,16 +41,33 @@ def settings_file(tiny_data: Path, tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-@pytest.fixture()
-def fake_cvat() -> Iterator[FakeCvatServer]:
-    """A running fake CVAT server, fresh for each test; ``.env`` holds the ``CVAT_*`` variables."""
+@pytest.fixture(params=CVAT_MODES, ids=[f"cvat{m}" for m in CVAT_MODES])
+def fake_cvat(request: pytest.FixtureRequest) -> Iterator[FakeCvatServer]:
+    """A CVAT server, fresh for each test; ``.env`` holds the ``CVAT_*`` variables.
+
+    Every test that uses it runs twice: against the fake answering as CVAT 2.80 (the pinned SDK's
+    version) and as CVAT 2.23 (an older server many teams still run; see ``server.py``). With
+    ``CVAT_URL``, ``CVAT_USERNAME`` and ``CVAT_PASSWORD`` set, a third run goes to that real server
+    (see ``helpers/fake_cvat/real.py``); a test that needs what only the fake can do (injected
+    faults, request logs) is skipped there."""
+    if request.param == "real":
+        if not all(os.environ.get(key) for key in REAL_CVAT_ENV):
+            pytest.skip("real CVAT server: set CVAT_URL, CVAT_USERNAME and CVAT_PASSWORD to run against one")
+        from helpers.fake_cvat.real import RealCvatServer
+
+        server = RealCvatServer.from_env(os.environ)
+        try:
+            yield server
+        finally:
+            server.cleanup()
+        return
     from helpers.fake_cvat import FakeCvatServer  # cvat-sdk is imported only by tests that use the server
 
-    server = FakeCvatServer().start()
+    fake = FakeCvatServer(mode=request.param).start()
     try:
-        yield server
+        yield fake
     finally:
-        server.stop()
+        fake.stop()
 
 
 # --------------------------------------------------------------------------- MongoDB

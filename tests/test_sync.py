@@ -65,7 +65,8 @@ def test_sync_writes_the_original_layout_and_twice_is_idempotent(fake_cvat, sess
     assert shapes[0] == {"type": "annotation", "task_name": "gt_train_FieldData_1", "shape_types": "rectangle",
                          "occluded": True, "points": [1.0, 2.0, 11.0, 12.0], "frame": 0,
                          "label_id": fake_cvat.label_id(task_id, "weed"), "source": "manual",
-                         "object_class": "weed", "img_path": FRAMES[0][0], "img_width": 64, "img_height": 48}
+                         "object_class": "weed", "img_path": FRAMES[0][0], "img_width": 64, "img_height": 48,
+                         "attributes": []}
 
     before = snapshot(mongo_db)
     downloads = fake_cvat.count("GET", r"/annotations/?$") + fake_cvat.count("GET", r"/data/meta$")
@@ -136,9 +137,8 @@ def test_status_filter(fake_cvat, session, mongo_db):
 
 
 def test_two_cvat_tasks_with_one_name_are_refused(fake_cvat, session, mongo_db):
-    seed(fake_cvat, "twin")
-    seed(fake_cvat, "twin")
-    with pytest.raises(sync.SyncError, match="'twin' \\(ids 1, 2\\)"):
+    first, second = seed(fake_cvat, "twin"), seed(fake_cvat, "twin")
+    with pytest.raises(sync.SyncError, match=f"'twin' \\(ids {first}, {second}\\)"):
         sync.plan_sync(session, mongo_db)
     assert mongo_db.tasks.count_documents({}) == 0
 
@@ -176,7 +176,94 @@ def test_cli_mongo_down_is_a_clear_error(fake_cvat, tmp_path, monkeypatch, capsy
         monkeypatch.setenv(key, value)
     port = free_port()
     settings = write_settings(tmp_path, {"uri": f"mongodb://127.0.0.1:{port}/", "timeout_s": 0.3, "retries": 0})
-    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 2
+    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 3  # unreachable: the one table
     err = capsys.readouterr().err
     assert f"error: MongoDB at 127.0.0.1:{port} is not reachable" in err and "Traceback" not in err
     assert fake_cvat.count("GET", "^/api/tasks") == 0  # nothing asked of CVAT
+
+
+# ---------------------------------------------------------------------------------------- ground truth
+
+
+def test_sync_keeps_source_and_review_so_the_mongo_source_applies_the_rule(fake_cvat, session, mongo_db,
+                                                                           mongo_settings, tmp_path, caplog):
+    """Proposals (unreviewed, accepted, rejected) → sync → mongo source: human + accepted only."""
+    from PIL import Image
+
+    from helpers.fake_cvat.scenarios import FRAMES as GT_FRAMES
+    from helpers.fake_cvat.scenarios import RULES, expected_boxes, loaded_boxes, seed_proposals
+    from obdb.settings.loader import parse_settings
+    from obdb.sources.mongo import MongoSource
+
+    seed_proposals(fake_cvat, "gt_val_proposals")
+    run_sync(session, mongo_db)
+    stored = {tuple(d["points"]): d for d in mongo_db.annotation_data.find({"task_name": "gt_val_proposals"})}
+    accepted = stored[(5.0, 20.0, 15.0, 30.0)]
+    assert accepted["source"] == "auto"
+    assert {"name": "review", "value": "accepted"} in accepted["attributes"]
+    assert {"name": "score", "value": "0.9000"} in accepted["attributes"]
+    assert stored[(1.0, 1.0, 10.0, 10.0)]["source"] == "manual"
+
+    images = tmp_path / "images"
+    for name, width, height in GT_FRAMES:
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (width, height)).save(images / name)
+    for rule in RULES:
+        settings = tiny_settings(tmp_path, tmp_path / "out")
+        settings.update(annotations_list=["gt_val_proposals"], dataset_dir=str(images))
+        settings["data"] = {"source": "mongo", "images_dir": str(images),
+                            "mongo": {**mongo_settings(mongo_db.name), "include_auto": rule}}
+        caplog.clear()
+        with caplog.at_level("INFO", logger="obdb.sources.mongo"):
+            loaded = MongoSource.from_settings(parse_settings(settings), progress=False).load()
+        assert loaded_boxes(loaded.records) == expected_boxes(rule), rule
+        left_out = {"accepted": 3, "all": 0, "none": 4}[rule]
+        assert (f"left out {left_out} model proposal(s)" in caplog.text) == bool(left_out)
+
+
+def test_a_task_name_typo_is_an_error_with_near_matches(fake_cvat, session, mongo_db, tmp_path, monkeypatch,
+                                                       mongo_settings, capsys):
+    seed(fake_cvat, "gt_val_FieldData_20200508")
+    seed(fake_cvat, "gt_train_FieldData_20200508")
+    with pytest.raises(sync.SyncError, match=r"no task named 'gt_val_FieldData_2020058' \(did you mean "
+                                             r"'gt_val_FieldData_20200508'"):
+        sync.plan_sync(session, mongo_db, names=["gt_val_FieldData_2020058"])
+    for key, value in fake_cvat.env.items():
+        monkeypatch.setenv(key, value)
+    settings = write_settings(tmp_path, mongo_settings(mongo_db.name))
+    assert obdb_main(["sync", "-f", str(settings), "--task", "gt_val_FieldData_20200508", "--task", "nope",
+                      "--progress", "false"]) == 2
+    assert "no task named 'nope'" in capsys.readouterr().err
+    assert mongo_db.tasks.count_documents({}) == 0  # nothing synced: the plan failed first
+
+
+def test_the_request_count_is_exact(fake_cvat, mongo_db, mongo_settings, tmp_path, monkeypatch, capsys):
+    """Login, version check and listings count too (the summary once said 0 when 3 were made)."""
+    for key, value in fake_cvat.env.items():
+        monkeypatch.setenv(key, value)
+    settings = write_settings(tmp_path, mongo_settings(mongo_db.name))
+    start = len(fake_cvat.requests)
+    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 0
+    made = [p for _m, p in fake_cvat.requests[start:] if not p.startswith("/api/auth/logout")]
+    assert len(made) >= 3 and f"; {len(made)} CVAT requests" in capsys.readouterr().out
+    seed(fake_cvat, "gt_a")
+    for extra in (["--dry-run"], []):
+        start = len(fake_cvat.requests)
+        assert obdb_main(["sync", "-f", str(settings), "--progress", "false", *extra]) == 0
+        made = [p for _m, p in fake_cvat.requests[start:] if not p.startswith("/api/auth/logout")]
+        assert f"; {len(made)} CVAT requests" in capsys.readouterr().out
+
+
+def test_an_unreachable_cvat_is_exit_3(fake_cvat, mongo_db, mongo_settings, tmp_path, monkeypatch, capsys):
+    for key, value in fake_cvat.env.items():
+        monkeypatch.setenv(key, value)
+    settings = write_settings(tmp_path, mongo_settings(mongo_db.name))
+    data = json.loads(settings.read_text())
+    data["data"]["cvat"] = {"retries": 1}
+    settings.write_text(json.dumps(data))
+    fake_cvat.fail("GET", r"^/api/tasks/?$", status=503, times=50)
+    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 3
+    assert "HTTP 503 while listing tasks" in capsys.readouterr().err
+    fake_cvat.stop()
+    assert obdb_main(["sync", "-f", str(settings), "--progress", "false"]) == 3
+    assert "did not answer" in capsys.readouterr().err

@@ -14,6 +14,7 @@ name is left alone unless ``adopt`` is set. Names are matched exactly, so ``gt_v
 from __future__ import annotations
 
 from obdb.errors import UserError
+import difflib
 import fnmatch
 import logging
 from collections import Counter
@@ -29,6 +30,7 @@ from .cvat import (CvatSession, TaskInfo, expand_tracks, get_annotations, list_t
 from .cvat.tasks import FrameMeta
 from .mongo.layout import TaskNotFound, delete_task, find_tasks, stored_tasks, write_task
 from .sources.formats import rotated_rect_bbox
+from .sources.truth import attribute_values
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ def plan_sync(session: CvatSession, db: Database, *, names: Sequence[str] | None
     ``full`` re-reads every selected task (the write is still skipped when nothing changed)."""
     wanted = _statuses(statuses)
     everything = list_tasks(session, names=names, pattern=pattern, with_labels=False)
+    if names:
+        _check_names(session, names, everything)
     selected = [t for t in everything if wanted is None or t.status in wanted]
     counts = Counter(t.name for t in selected)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
@@ -128,6 +132,20 @@ def plan_sync(session: CvatSession, db: Database, *, names: Sequence[str] | None
     return plan
 
 
+def _check_names(session: CvatSession, names: Sequence[str], found: list[TaskInfo]) -> None:
+    """A name in ``--tasks`` that CVAT does not have is an error listing near matches (a typo must
+    not make sync silently do less than asked); costs one more listing, only then."""
+    missing = [n for n in dict.fromkeys(names) if n not in {t.name for t in found}]
+    if not missing:
+        return
+    every = sorted({t.name for t in list_tasks(session, with_labels=False)})
+    parts = []
+    for name in missing:
+        near = difflib.get_close_matches(name, every, n=3, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {', '.join(map(repr, near))}?)" if near else ""))
+    raise SyncError(f"CVAT at {session.url} has no task named {'; '.join(parts)}; names match exactly")
+
+
 def _stored_docs(db: Database, stored: list[str], new: list[str]) -> dict[str, dict[str, Any]]:
     """The ``tasks`` documents of the stored tasks, plus a stand-in for each ``new`` name that
     only has a ``meta`` document (a hand-made import, which sync must not overwrite)."""
@@ -146,11 +164,17 @@ def _in_scope(name: str, names: Sequence[str] | None, pattern: str | None) -> bo
 
 
 def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels: dict[int, str],
-                    skipped: Counter[str]) -> list[dict[str, Any]]:
+                    skipped: Counter[str], attribute_names: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """``annotation_data`` documents (without ``task_name``) for every shape of a task, tracks
     expanded. Rotated rectangles become their axis-aligned box; shapes of other types, on
-    deleted frames or with unknown labels are counted in ``skipped``."""
+    deleted frames or with unknown labels are counted in ``skipped``.
+
+    Each document keeps the shape's ``source`` and its attribute values as ``attributes: [{name,
+    value}]`` (names from ``attribute_names``, spec id → name; a list, not a document, so any
+    attribute name is a valid value), so the ground-truth rule (:mod:`obdb.sources.truth`: model
+    proposals count only once a person set ``review`` to ``accepted``) works from MongoDB too."""
     docs = []
+    names = attribute_names or {}
     for shape in expand_tracks(annotations, len(frames)):
         kind = shape.get("type")
         frame = frames[shape["frame"]]
@@ -169,7 +193,9 @@ def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels
         docs.append({"type": "annotation", "shape_types": kind, "occluded": bool(shape.get("occluded", False)),
                      "points": points, "frame": shape["frame"], "label_id": shape["label_id"],
                      "source": shape.get("source", "manual"), "object_class": labels[shape["label_id"]],
-                     "img_path": frame.name, "img_width": frame.width, "img_height": frame.height})
+                     "img_path": frame.name, "img_width": frame.width, "img_height": frame.height,
+                     "attributes": [{"name": n, "value": v} for n, v in
+                                    attribute_values(shape.get("attributes"), names).items()]})
     return docs
 
 
@@ -181,18 +207,18 @@ def fetch_task(session: CvatSession, task: TaskInfo, skipped: Counter[str]) -> t
     frames = task_frames(session, task.id)
     annotations = get_annotations(session, task.id)
     labels = {spec["id"]: spec["name"] for spec in specs}
+    attribute_names = {a["id"]: a["name"] for spec in specs for a in spec.get("attributes") or [] if "id" in a}
     doc = {"name": task.name, "labels": specs, "created_date": task.created_date,
            "updated_date": task.updated_date, "status": task.status, "size": task.size,
            "source": SOURCE, "cvat_id": task.id, "cvat_url": session.url}
     meta = [{"name": f.name, "width": f.width, "height": f.height} for f in frames]
-    return doc, meta, shape_documents(frames, annotations, labels, skipped)
+    return doc, meta, shape_documents(frames, annotations, labels, skipped, attribute_names)
 
 
 def apply_sync(session: CvatSession, db: Database, plan: SyncPlan, *, progress: bool = True) -> SyncSummary:
     """Carry out ``plan``: each task is downloaded and written on its own, so an interruption
     leaves every task either as it was or fully new (the next sync picks up the rest)."""
     summary = SyncSummary(unchanged=len(plan.unchanged), foreign=len(plan.foreign))
-    before = session.requests
     todo = [(task, "add") for task in plan.add] + [(task, "update") for task in plan.update]
     for task, action in tqdm(todo, desc="syncing CVAT tasks", unit="task", disable=not progress):
         doc, meta, shapes = fetch_task(session, task, summary.skipped_shapes)
@@ -209,5 +235,5 @@ def apply_sync(session: CvatSession, db: Database, plan: SyncPlan, *, progress: 
         delete_task(db, name)
         summary.deleted += 1
         log.info("removed task %r: it is no longer in CVAT", name)
-    summary.requests = session.requests - before
+    summary.requests = session.requests  # every request of the session: login and listings included
     return summary

@@ -21,7 +21,7 @@ from obdb.records import ClassMap
 from obdb.split import SplitManifest
 
 ROOT = Path(__file__).resolve().parents[2]
-MODES = ("folder", "tasks", "upload-gt", "upload-xml", "missing", "status")
+MODES = ("folder", "tasks", "upload-gt", "upload-xml", "missing", "status", "fix-review")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def test_wrong_credentials_fail_clearly(fake_cvat, cvat_env, monkeypatch: pytest
     monkeypatch.setenv("CVAT_PASSWORD", "not-the-password-42")
     code = run("status", "--name", "x", "--state", "completed", "--out", str(tmp_path))
     err = capsys.readouterr().err
-    assert code != 0
+    assert code == 2  # bad credentials: the one exit-code table
     assert f"refused the credentials of user {fake_cvat.username}" in err
     assert "not-the-password-42" not in err
 
@@ -224,3 +224,34 @@ def test_bad_input_is_a_usage_error(model_file: Path, fake_cvat, cvat_env, tmp_p
     assert "model file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # the old tool's "--flag False" is refused, not read as true
         main(["tasks", "--name", "x", "-m", "m.pt", "--dry-run", "False"])
+
+
+def test_an_unreachable_server_is_exit_3_with_true_advice(model_file: Path, fake_cvat, cvat_env, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "plot 9"
+    for i in range(2):
+        key_image(folder / f"{i}.png", i + 1, size=(64, 48))
+    fake_cvat.fail("POST", r"^/api/tasks/\d+/data/?$", status=None, times=100)
+    fake_cvat.fail("DELETE", r"^/api/tasks/\d+/?$", status=400, times=100)  # refused at once: no retry waits
+    args = ["folder", str(folder), "-m", str(model_file), "--out", str(tmp_path / "out"), "-t", "0.0", "--device", "cpu"]
+    assert run(*args) == 3
+    err = capsys.readouterr().err
+    assert "did not answer while uploading 2 images" in err and "rerun the same command" in err
+    fake_cvat._faults.clear()
+    assert run(*args) == 0  # the advice holds: the rerun reuses the empty task
+    (task,) = fake_cvat.tasks.values()
+    assert len(task.frames) == 2
+
+
+def test_fix_review_command(fake_cvat, cvat_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from helpers.fake_cvat.scenarios import OLD_REVIEW, seed_proposals
+
+    task_id = seed_proposals(fake_cvat, "old gt", review=OLD_REVIEW)
+    args = ["fix-review", "--name", "old gt", "--out", str(tmp_path)]
+    assert run(*args, "--dry-run") == 0
+    assert "would set the review default" in capsys.readouterr().out
+    assert run(*args) == 0
+    assert "review default set to 'n/a'" in capsys.readouterr().out
+    assert all({a["name"]: a for a in label["attributes"]}["review"]["default_value"] == "n/a"
+               for label in fake_cvat.tasks[task_id].labels)
+    assert run("fix-review", "--name", "old gt_", "--out", str(tmp_path)) == 2

@@ -84,3 +84,21 @@ def test_plan_table() -> None:
     assert "new task" in text and " new " in text and "old: adds review attributes" in text
     total = [line for line in text.splitlines() if line.startswith("total")][0].split()
     assert total == ["total", "5", "4", "6", "2", "0", "0"]
+
+
+def test_fix_review_finds_unreviewed_on_human_shapes_tags_and_track_keyframes():
+    from obdb.annotate.fix_review import human_unreviewed
+
+    un, ok = {"spec_id": 5, "value": "unreviewed"}, {"spec_id": 6, "value": "0.9"}
+    data = {"shapes": [{"id": 1, "source": "manual", "attributes": [un, ok]},
+                       {"id": 2, "source": "auto", "attributes": [un]},  # a proposal keeps its value
+                       {"id": 3, "source": "semi-auto", "attributes": [{"spec_id": 5, "value": "accepted"}]}],
+            "tags": [{"id": 4, "source": "manual", "attributes": [un]}],
+            "tracks": [{"id": 7, "source": "manual", "attributes": [],
+                        "shapes": [{"frame": 0, "attributes": [un]}, {"frame": 3, "attributes": []}]}]}
+    found = human_unreviewed(data, {5})
+    assert [s["id"] for s in found["shapes"]] == [1] and found["shapes"][0]["attributes"] == [
+        {"spec_id": 5, "value": "n/a"}, ok]
+    assert [t["id"] for t in found["tags"]] == [4] and found["tags"][0]["attributes"][0]["value"] == "n/a"
+    assert found["tracks"][0]["shapes"][0]["attributes"] == [{"spec_id": 5, "value": "n/a"}]
+    assert data["shapes"][0]["attributes"][0]["value"] == "unreviewed"  # the input is not changed

@@ -28,8 +28,8 @@ def test_spec_comes_from_the_class_map() -> None:
         assert label.type == "rectangle"
         attrs = {a.name: a for a in label.attributes}
         assert attrs["review"].input_type.value == "select"
-        assert sorted(attrs["review"].values) == ["accepted", "rejected", "unreviewed"]
-        assert attrs["review"].default_value == "unreviewed"
+        assert sorted(attrs["review"].values) == ["accepted", "n/a", "rejected", "unreviewed"]
+        assert attrs["review"].default_value == "n/a"  # human shapes must not read as unreviewed
         assert attrs["score"].input_type.value == "text"
 
 
@@ -63,7 +63,7 @@ def test_detect_output_passes_the_sdk_mapper(tmp_path: Path) -> None:
     def task_label(name: str, label_id: int) -> cvat_models.Label:
         return cvat_models.Label(name=name, id=label_id, type="any", sublabels=[], attributes=[
             cvat_models.Attribute(id=label_id * 10 + 1, name="review", mutable=True, input_type="select",
-                                  default_value="unreviewed", values=["unreviewed", "accepted", "rejected"]),
+                                  default_value="n/a", values=["n/a", "unreviewed", "accepted", "rejected"]),
             cvat_models.Attribute(id=label_id * 10 + 2, name="score", mutable=False, input_type="text",
                                   default_value="", values=[]),
         ])

@@ -90,7 +90,7 @@ def test_folder_creates_a_task_and_a_rerun_adds_nothing(session, fake_cvat, opti
     assert [f.name for f in task.frames] == ["img1.png", "img2.png", "img3.png"]
     for label in task.labels:  # labels from the class map, each with the review attributes
         attrs = {a["name"]: a for a in label["attributes"]}
-        assert attrs["review"]["input_type"] == "select" and attrs["review"]["default_value"] == "unreviewed"
+        assert attrs["review"]["input_type"] == "select" and attrs["review"]["default_value"] == "n/a"
         assert attrs["score"]["input_type"] == "text"
     assert [label["name"] for label in task.labels] == ["red", "blue"]
     assert readable(fake_cvat, task_id) == sorted([
@@ -128,7 +128,7 @@ def test_tasks_adds_predictions_keeps_humans_backs_up_and_patches_labels(session
     task_id = seed_ground_truth(fake_cvat, tmp_path)
     other = seed_ground_truth(fake_cvat, tmp_path, "gt a_b")  # must not be touched
     human, other_before = human_dump(fake_cvat, task_id), fake_cvat.annotations(other)
-    before = fake_cvat.annotations(task_id)
+    before = fake_cvat.read_annotations(task_id)  # the backup holds what the API answered
     outputs = {1: [("red", 0.9, (0, 0, 20, 20)), ("blue", 0.7, (2, 30, 12, 40))], 2: [("red", 0.6, (50, 5, 60, 15))]}
     (plan,) = annotate_tasks(session, function(outputs), options, names=["gt a"])
     # the prediction equal to the human red box is a duplicate; the other two are added
@@ -159,8 +159,9 @@ def test_replace_swaps_only_unreviewed_auto_shapes(session, fake_cvat, options, 
     task = fake_cvat.tasks[task_id]
     blue = next(label for label in task.labels if label["name"] == "blue")
     review_id = next(a["id"] for a in blue["attributes"] if a["name"] == "review")
-    accepted = next(s for s in task.shapes if s["label_id"] == blue["id"] and s["source"] == "auto")
-    next(a for a in accepted["attributes"] if a["spec_id"] == review_id)["value"] = "accepted"
+    accepted = next(s for s in fake_cvat.annotations(task_id)["shapes"]
+                    if s["label_id"] == blue["id"] and s["source"] == "auto")
+    fake_cvat.set_attribute(task_id, accepted["id"], review_id, "accepted")
 
     second = {1: [("red", 0.8, (60, 0, 63, 3))], 2: [("blue", 0.8, (30, 30, 40, 40))]}
     (plan,) = annotate_tasks(session, function(second), options, names=["gt a"])
@@ -308,3 +309,112 @@ def test_ambiguous_or_unknown_names_are_refused(session, fake_cvat, options, tmp
         annotate_folder(session, function({}), folder, options)
     with pytest.raises(AnnotateError, match="no CVAT task named 'nope'"):
         annotate_tasks(session, function({}), options, names=["nope"])
+
+
+# --------------------------------------------------------------------------------------- issue 15
+
+
+def review_values(data: dict[str, Any], fake, task_id: int) -> dict[str, list[str | None]]:
+    """The review value each shape and tag reads with, by source kind ('auto' or 'human')."""
+    review_ids = {a["id"] for label in fake.tasks[task_id].labels for a in label["attributes"]
+                  if a["name"] == "review"}
+    out: dict[str, list[str | None]] = {"auto": [], "human": []}
+    for obj in data["shapes"] + data["tags"] + data["tracks"]:
+        value = next((a["value"] for a in obj.get("attributes") or [] if a["spec_id"] in review_ids), None)
+        out["auto" if obj.get("source") == "auto" else "human"].append(value)
+    return out
+
+
+def test_after_auto_annotate_human_shapes_never_read_as_unreviewed(session, fake_cvat, options,
+                                                                    tmp_path: Path) -> None:
+    task_id = seed_ground_truth(fake_cvat, tmp_path)
+    outputs = {1: [("red", 0.9, (60, 5, 70, 15))], 2: [("blue", 0.8, (50, 5, 60, 15))]}
+    annotate_tasks(session, function(outputs), options, names=["gt a"])
+    find_missing(session, function({1: [("blue", 0.95, (2, 30, 12, 40))]}), options, names=["gt a"],
+                 min_score=0.5, max_iou=0.3)
+    values = review_values(fake_cvat.read_annotations(task_id), fake_cvat, task_id)  # as CVAT answers a read
+    assert values["auto"] == ["unreviewed"] * 3  # obdb writes it explicitly on its own shapes
+    assert len(values["human"]) == 5 and "unreviewed" not in values["human"]
+    assert set(values["human"]) <= {None, "n/a"}  # 2.23 fills in the neutral default, 2.80 leaves it out
+
+
+def test_a_killed_task_creation_then_a_rerun_finishes_without_predicting_twice(session, fake_cvat, options,
+                                                                             tmp_path: Path) -> None:
+    folder = tmp_path / "field k"
+    for key in (1, 2, 3):
+        key_image(folder / f"img{key}.png", key)
+    outputs = {1: [("red", 0.9, (1, 2, 11, 12))], 2: [("blue", 0.8, (10, 10, 30, 30))]}
+    detector = FixedDetector(outputs)
+    model = ModelDetectionFunction(detector, CLASSES, batch_size=2, progress=False)
+    fake_cvat.fail("POST", r"^/api/tasks/\d+/data/?$", status=None, times=100)  # the server dies mid-creation
+    fake_cvat.fail("DELETE", r"^/api/tasks/\d+/?$", status=None, times=100)  # ... so the task cannot be removed
+    with pytest.raises(CvatError, match="did not answer while uploading 3 images") as caught:
+        annotate_folder(session, model, folder, options)
+    assert caught.value.exit_code == 3
+    (leftover,) = fake_cvat.tasks.values()
+    assert leftover.frames == [] and detector.batches == []  # nothing predicted for a task that is not there
+    fake_cvat._faults.clear()  # the server is back
+
+    (plan,) = annotate_folder(session, model, folder, options)
+    assert plan.task_id == leftover.id and plan.create and plan.added == 2
+    assert any("reuses the empty task" in note for note in plan.notes)
+    assert sum(detector.batches) == 3  # each image predicted once over both runs
+    assert [f.name for f in fake_cvat.tasks[leftover.id].frames] == ["img1.png", "img2.png", "img3.png"]
+    assert len(fake_cvat.tasks) == 1 and len(fake_cvat.annotations(leftover.id)["shapes"]) == 2
+    (again,) = annotate_folder(session, model, folder, options)  # and a third run adds nothing
+    assert (again.added, again.duplicates) == (0, 2)
+
+
+def test_tasks_mode_checks_every_target_before_predicting(session, fake_cvat, options, tmp_path: Path) -> None:
+    from obdb.annotate.errors import AnnotateError
+
+    seed_ground_truth(fake_cvat, tmp_path)
+    fake_cvat.add_task("empty one", ["red", "blue"], [])
+    fake_cvat.add_task("other labels", ["car"], [("1.png", 8, 8)])
+    detector = FixedDetector({1: [("red", 0.9, (1, 2, 11, 12))]})
+    model = ModelDetectionFunction(detector, CLASSES, progress=False)
+    with pytest.raises(AnnotateError, match=r"'empty one' \(id \d+\) hold no images.*rerun the `folder` command"):
+        annotate_tasks(session, model, options, names=["gt a", "empty one"])
+    with pytest.raises(AnnotateError, match=r"'other labels' .* has none of the labels \['blue', 'red'\]"):
+        annotate_tasks(session, model, options, names=["gt a", "other labels"])
+    assert detector.batches == []
+
+
+def test_fix_review_gives_old_tasks_the_neutral_default(session, fake_cvat, options, tmp_path: Path) -> None:
+    """A task that got review=unreviewed as the default: the default becomes n/a, human objects
+    that hold 'unreviewed' get 'n/a', proposals keep their value."""
+    from helpers.fake_cvat.scenarios import OLD_REVIEW, seed_proposals
+
+    from obdb.annotate.fix_review import fix_review
+
+    task_id = seed_proposals(fake_cvat, "old gt", review=OLD_REVIEW)
+    review_id = {a["name"]: a["id"] for a in fake_cvat.tasks[task_id].labels[0]["attributes"]}["review"]
+    fake_cvat.add_shapes(task_id, [  # a person saved a shape in the UI: the shown default was written back
+        {"type": "rectangle", "frame": 2, "label": "weed", "points": [1.0, 30.0, 9.0, 40.0], "source": "manual",
+         "attributes": [{"spec_id": review_id, "value": "unreviewed"}]}])
+    stored = fake_cvat.annotations(task_id)
+    weeds = ModelDetectionFunction(FixedDetector({}, names=("weed", "crop")), ClassMap(("weed", "crop")),
+                                   progress=False)
+    (plan,) = annotate_tasks(session, weeds, options, names=["old gt"])  # says how to fix it
+    assert any("old review default 'unreviewed'" in n and "fix-review --name 'old gt'" in n for n in plan.notes)
+    options.dry_run = True
+    (plan,) = fix_review(session, options, names=["old gt"])
+    assert any("would set the review default to 'n/a' on label(s): weed, crop" in n for n in plan.notes)
+    assert fake_cvat.annotations(task_id) == stored
+    assert fake_cvat.tasks[task_id].labels[0]["attributes"][0]["default_value"] == "unreviewed"
+
+    options.dry_run = False
+    (plan,) = fix_review(session, options, names=["old gt"])
+    for label in fake_cvat.tasks[task_id].labels:
+        review = {a["name"]: a for a in label["attributes"]}["review"]
+        assert review["default_value"] == "n/a" and review["values"][0] == "n/a"
+        assert {"unreviewed", "accepted", "rejected"} <= set(review["values"])
+    values = review_values(fake_cvat.read_annotations(task_id), fake_cvat, task_id)
+    assert "unreviewed" not in values["human"] and len(values["human"]) == 4
+    assert sorted(v for v in values["auto"] if v not in (None, "n/a")) == ["accepted", "rejected", "unreviewed"]
+    assert any("on 1 human object(s)" in note for note in plan.notes)
+    after = fake_cvat.annotations(task_id)
+    geometry = sorted((s["frame"], s["label_id"], s["points"], s["source"]) for s in after["shapes"])
+    assert geometry == sorted((s["frame"], s["label_id"], s["points"], s["source"]) for s in stored["shapes"])
+    (again,) = fix_review(session, options, names=["old gt"])
+    assert any("already have the neutral default" in note for note in again.notes)

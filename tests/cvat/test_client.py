@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -29,19 +30,37 @@ def box(label: str, frame: int, points: list[float], **extra) -> dict:
 
 def test_connect_checks_the_server_version(fake_cvat, caplog):
     with cvat.connect(CvatCredentials.from_env(fake_cvat.env)) as s:
-        assert s.server_version == "2.80.0"
+        assert s.server_version == fake_cvat.server_version
         assert fake_cvat.count("GET", "^/api/server/about$") == 1
         assert fake_cvat.count("POST", "^/api/auth/login$") == 1
 
-    fake_cvat.server_version = "2.30.1"
-    with pytest.raises(CvatError, match=r"runs version 2\.30\.1.*allow_version_mismatch"):
-        cvat.connect(CvatCredentials.from_env(fake_cvat.env))
-    assert fake_cvat.count("POST", "^/api/auth/login$") == 1  # refused before logging in
+    for inside in ("2.20.0", "2.30.1", "2.81.3"):  # the supported range, both ends included
+        fake_cvat.server_version = inside
+        cvat.connect(CvatCredentials.from_env(fake_cvat.env)).close()
+    logins = fake_cvat.count("POST", "^/api/auth/login$")
+    for outside in ("2.19.4", "2.82.0", "3.0.0"):
+        fake_cvat.server_version = outside
+        with pytest.raises(CvatError, match=rf"runs version {re.escape(outside)}, but obdb .* supports CVAT "
+                           r"2\.20 to 2\.81; pass --allow-version-mismatch"):
+            cvat.connect(CvatCredentials.from_env(fake_cvat.env))
+    assert fake_cvat.count("POST", "^/api/auth/login$") == logins  # refused before logging in
 
     with caplog.at_level(logging.WARNING, logger="obdb.cvat"):
         with cvat.connect(CvatCredentials.from_env(fake_cvat.env), allow_version_mismatch=True) as s:
             assert cvat.list_tasks(s) == []
-    assert "2.30.1" in caplog.text
+    assert "3.0.0" in caplog.text
+
+
+def test_a_2_23_about_payload_is_read_without_the_sdk_model(fake_cvat):
+    """cvat-sdk 2.80's About model requires logo_url and subtitle; a 2.23 server sends neither."""
+    import urllib.request
+
+    about = json.loads(urllib.request.urlopen(f"{fake_cvat.url}/api/server/about").read())
+    if fake_cvat.mode != "real":
+        assert ("logo_url" in about) == (fake_cvat.mode == "2.80")
+    with cvat.connect(CvatCredentials.from_env(fake_cvat.env)) as s:
+        assert s.server_version == about["version"]
+        assert cvat.list_tasks(s) == []
 
 
 def test_wrong_password_is_a_clear_error_without_the_password(fake_cvat):
@@ -79,8 +98,23 @@ def test_access_token_and_password_file(fake_cvat, tmp_path):
 def test_unreachable_server_is_a_clear_error(fake_cvat):
     env = fake_cvat.env
     fake_cvat.stop()
-    with pytest.raises(CvatError, match=r"did not answer while reading the server version after 2 tries"):
+    with pytest.raises(CvatError, match=r"did not answer while reading the server version after 2 tries") as caught:
         cvat.connect(CvatCredentials.from_env(env), retries=1, backoff_s=0.01)
+    assert isinstance(caught.value, cvat.CvatUnavailable) and caught.value.exit_code == 3
+
+
+def test_exit_codes_follow_the_one_table(fake_cvat, session):
+    """Unreachable after retries → 3 (a ServiceUnavailable); refused or not found → 2."""
+    from obdb.errors import ServiceUnavailable
+
+    fake_cvat.fail("GET", r"^/api/tasks/?$", status=503, times=5)
+    with pytest.raises(cvat.CvatUnavailable, match="HTTP 503 while listing tasks after 3 tries") as caught:
+        cvat.list_tasks(session)
+    assert isinstance(caught.value, ServiceUnavailable) and caught.value.exit_code == 3
+    with pytest.raises(CvatError) as caught:
+        cvat.get_task(session, 987654)
+    assert caught.value.status == 404 and caught.value.exit_code == 2
+    assert not isinstance(caught.value, ServiceUnavailable)
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -284,3 +318,33 @@ def test_creating_shapes_is_not_retried_after_a_gateway_timeout(fake_cvat, sessi
     fake_cvat.fail("PATCH", r"/annotations/?$", status=500)
     assert cvat.add_shapes(session, task_id, shapes) == 1
     assert len(fake_cvat.annotations(task_id)["shapes"]) == 1
+
+
+def test_the_real_server_adapter_against_the_fake():
+    """The real-server suite's seeding/inspection adapter (tests/helpers/fake_cvat/real.py) works over the
+    REST API alone: checked here against the fake, so it is known to work before a real run."""
+    from helpers.fake_cvat.real import RealCvatServer
+    from helpers.fake_cvat.server import FakeCvatServer
+
+    with FakeCvatServer(mode="2.23") as fake:
+        fake.add_task("someone else's", ["car"], FRAMES[:1])
+        real = RealCvatServer(fake.url, fake.username, fake.password)
+        try:
+            task_id = real.add_task("seeded", ["car", {"name": "bus", "attributes": [
+                {"name": "kind", "input_type": "select", "values": ["a", "b"], "default_value": "a"}]}], FRAMES,
+                shapes=[box("car", 1, [1, 2, 3, 4])], status="completed", segment_size=2)
+            assert list(real.tasks) == [task_id]  # only what the test made
+            task = real.tasks[task_id]
+            assert (task.name, task.status, task.size) == ("seeded", "completed", 3)
+            assert [f.name for f in task.frames] == [name for name, _w, _h in FRAMES]
+            assert real.task_id("seeded") == task_id and real.label_id(task_id, "car") == fake.label_id(task_id, "car")
+            real.add_shapes(task_id, [box("bus", 2, [5, 6, 7, 8], source="auto")])
+            shapes = real.annotations(task_id)["shapes"]
+            assert sorted((s["frame"], s["source"]) for s in shapes) == [(1, "manual"), (2, "auto")]
+            assert [(j["stage"], j["state"]) for j in real.jobs(task_id)] == [("acceptance", "completed")] * 2
+            before = fake.tasks[task_id].updated
+            real.touch(task_id)
+            assert fake.tasks[task_id].updated > before
+        finally:
+            real.cleanup()
+        assert [t.name for t in fake.tasks.values()] == ["someone else's"]  # cleanup removed only its own

@@ -162,7 +162,7 @@ def test_view_holds_exactly_the_tasks_committed_shapes(mongo_db) -> None:
     assert in_view.keys() == stored.keys()  # the inserted shapes' own _ids
     for ident, (frame, shape) in in_view.items():
         assert frame == stored[ident]["frame"]
-        assert shape == {short: stored[ident][long] for short, long in SHAPE_FIELDS.items()}
+        assert shape == {short: stored[ident][long] for short, long in SHAPE_FIELDS.items() if long in stored[ident]}
     assert "task_name_batch_part" in mongo_db[VIEW].index_information()
 
     write_task(mongo_db, task("t"), FRAMES, shapes(3, label="grass"))  # replaced: the old view goes too

@@ -347,12 +347,12 @@ def service_rows() -> dict[str, Callable[[Ctx], Call]]:
     def export_unreachable(c: Ctx) -> Call:
         settings = c.settings(mongo=unreachable(c))
         return Call([*OBDB, "db", "export", "-f", str(settings), "--out", str(c.save / "db_export"), *QUIET],
-                    ["MongoDB at 127.0.0.1:", "is not reachable after 1 attempt(s)"], fresh=True)
+                    ["MongoDB at 127.0.0.1:", "is not reachable after 1 attempt(s)"], code=3, fresh=True)
 
     def sync_unreachable(c: Ctx) -> Call:
         settings = c.settings(mongo=unreachable(c))
-        return Call([*OBDB, "sync", "-f", str(settings), *QUIET],
-                    ["MongoDB at 127.0.0.1:", "is not reachable after 1 attempt(s)"], fresh=True)
+        return Call([*OBDB, "sync", "-f", str(settings), *QUIET],  # unreachable after retries: exit 3
+                    ["MongoDB at 127.0.0.1:", "is not reachable after 1 attempt(s)"], code=3, fresh=True)
 
     return {
         "service_db_import_unknown_file_name": import_unknown_name,

@@ -110,3 +110,62 @@ def test_empty_frames_tracks_and_exact_names(cvat_env, tmp_path):
     assert len(load_annotations(no_empty, progress=False).records) == 2
     with pytest.raises(SourceError, match=r"no task named \['gt_val'\]"):
         load_annotations(settings_for(tmp_path, tmp_path / "run", ["gt_val"]), progress=False)
+
+
+# ---------------------------------------------------------------------------------------- ground truth
+
+
+@pytest.mark.parametrize("rule", ["accepted", "all", "none"])
+def test_only_human_and_accepted_shapes_are_ground_truth(cvat_env, data, tmp_path, rule, caplog):
+    """Proposals (source auto) count only once a person accepted them (data.cvat.include_auto)."""
+    from helpers.fake_cvat.scenarios import expected_boxes, loaded_boxes, seed_proposals
+
+    seed_proposals(cvat_env, "gt_val_proposals")
+    block = {} if rule == "accepted" else {"include_auto": rule}
+    settings = settings_for(data, tmp_path / "out", ["gt_val_proposals"], **block)
+    assert settings.data.cvat.include_auto == rule
+    with caplog.at_level("INFO", logger="obdb.sources.cvat"):
+        loaded = load_annotations(settings, progress=False)  # what the runner, review and test_model load
+    assert loaded_boxes(loaded.records) == expected_boxes(rule)
+    left_out = {"accepted": 3, "all": 0, "none": 4}[rule]
+    assert (f"left out {left_out} model proposal(s)" in caplog.text) == bool(left_out)
+
+
+def test_cvat_errors_keep_the_exit_code_table(cvat_env, data, tmp_path, monkeypatch):
+    """An unreachable CVAT is exit 3 through the runner's source too; a missing task is 2."""
+    settings = settings_for(data, tmp_path / "out", ["no such task"], retries=0)
+    with pytest.raises(SourceError, match="no task named") as caught:
+        load_annotations(settings, progress=False)
+    assert caught.value.exit_code == 2
+    monkeypatch.setenv("CVAT_URL", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(SourceError, match="did not answer") as caught:
+        load_annotations(settings, progress=False)
+    assert caught.value.exit_code == 3
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_review_and_test_model_score_against_the_same_ground_truth(cvat_env, data, tmp_path):
+    """test_model.py -f and obdb review load through the source: proposals not accepted stay out."""
+    from helpers.fake_cvat.scenarios import expected_boxes, loaded_boxes, seed_proposals
+
+    from obdb.records import ClassMap
+    from obdb.review.service import load_review_data
+    from obdb.scoring import records_from_run
+
+    seed_proposals(cvat_env, "gt_val_proposals")
+    raw = tiny_settings(data, tmp_path / "out", annotations_list=["gt_val_proposals"],
+                        default_class_map=["Background", "crop", "weed"])
+    raw["data"] = {"source": "cvat"}
+    settings = parse_settings(raw)
+    header = {"class_map": ClassMap(("crop", "weed")).to_json()}
+    scored = records_from_run(settings, header, "all", progress=False)
+    assert loaded_boxes(scored) == expected_boxes("accepted")
+    reviewed, _class_map = load_review_data(settings, tmp_path / "out", progress=False)
+    assert loaded_boxes(reviewed) == expected_boxes("accepted")

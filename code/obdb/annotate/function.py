@@ -47,7 +47,7 @@ from ..imageio import open_rgb, to_rgb8
 from ..models import load_model
 from ..records import ClassMap
 from .errors import AnnotateError
-from .review import REVIEW, REVIEW_VALUES, SCORE, UNREVIEWED, format_score
+from .review import NEUTRAL, REVIEW, REVIEW_VALUES, SCORE, UNREVIEWED, format_score
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class ModelDetectionFunction:
         self.full_hd = full_hd  # frames larger than full HD: predict on the bottom-centre crop (obdb.fullhd)
         self._spec = DetectionFunctionSpec(labels=[
             label_spec(name, index, type="rectangle", attributes=[
-                select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=UNREVIEWED),
+                select_attribute_spec(REVIEW, REVIEW_SPEC_ID, list(REVIEW_VALUES), default_value=NEUTRAL),
                 text_attribute_spec(SCORE, SCORE_SPEC_ID),
             ])
             for index, name in enumerate(class_map.names, start=1)

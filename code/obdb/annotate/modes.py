@@ -14,13 +14,13 @@ import numpy as np
 from ..cvat import tasks as cvat_tasks
 from ..cvat.connection import CvatSession
 from ..cvat.tasks import TaskInfo
-from .candidates import frame_boxes, missing_candidates
-from .dedupe import AUTO
-from .errors import AnnotateError
 from ..imageio import probe_image
+from ..sources.truth import attribute_values, is_ground_truth
+from .candidates import frame_boxes, missing_candidates
+from .errors import AnnotateError
 from .function import ModelDetectionFunction
 from .plan import TaskPlan
-from .push import RunOptions, finish, plan_for_files, plan_update
+from .push import RunOptions, check_target, find_task_by_name, finish, plan_for_files, plan_update
 from .review import label_definitions
 from .shapes import NamedShape, auto_shapes
 
@@ -63,18 +63,36 @@ def annotate_folder(session: CvatSession, function: ModelDetectionFunction, fold
                     *, name: str | None = None) -> list[TaskPlan]:
     """Mode 1: a task of the folder's images (labels from the model's class map, each with the
     review attributes) with the predictions as auto shapes. Run again, it finds the task by name
-    and adds only what is missing (with ``replace``: refreshes the unreviewed auto shapes)."""
+    and adds only what is missing (with ``replace``: refreshes the unreviewed auto shapes).
+
+    The target is checked before predicting, and a task still to be made is created (or an empty
+    leftover of an interrupted run filled) *before* predicting: a creation cut off costs no
+    prediction, and the rerun reuses what it left."""
     images, skipped = usable_images(folder_images(folder))
     task_name = name or folder.resolve().name
     if not images:
         raise AnnotateError(f"{folder}: none of its {len(skipped)} image(s) can be read: {skip_note(skipped)}")
+    labels = label_definitions(function.label_names)
+    task = find_task_by_name(session, task_name)
+    if task is not None:
+        check_target(task, function.label_names)
+    created: TaskPlan | None = None
+    if not options.dry_run and (task is None or task.size == 0):
+        created = finish(session, plan_for_files(session, task_name, images, labels, [], task=task), options)
+        assert created.task_id is not None
+        task = cvat_tasks.get_task(session, created.task_id)
     detections = function.predict_images(images, desc=f"predict {task_name}")
     proposed = [shape for i, found in enumerate(detections) for shape in auto_shapes(i, found)]
-    plan = plan_for_files(session, task_name, images, label_definitions(function.label_names), proposed,
-                          replace=options.replace)
+    plan = plan_for_files(session, task_name, images, labels, proposed, replace=options.replace, task=task)
+    if created is not None:
+        plan.backup = False  # made (or filled) by this run: nothing of anyone's to back up
     if skipped:
         plan.notes.append(f"left out {len(skipped)} image(s) that cannot be read: {skip_note(skipped)}")
-    return [finish(session, plan, options)]
+    plan = finish(session, plan, options)
+    if created is not None:
+        plan.create = True
+        plan.notes[:0] = created.notes
+    return [plan]
 
 
 def usable_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -107,11 +125,26 @@ def _predict_task(session: CvatSession, function: ModelDetectionFunction, task: 
     return [(f.index, d) for f, d in zip(frames, found)]
 
 
+def checked_targets(session: CvatSession, function: ModelDetectionFunction, names: Sequence[str],
+                    pattern: str | None) -> list[TaskInfo]:
+    """The chosen tasks, each checked before any is predicted: an empty task (no images, e.g. left
+    by an interrupted ``folder`` run) or one without the model's labels stops the run."""
+    chosen = select_tasks(session, names, pattern)
+    empty = [t for t in chosen if t.size == 0]
+    if empty:
+        raise AnnotateError(f"task(s) {', '.join(f'{t.name!r} (id {t.id})' for t in empty)} hold no images, probably "
+                            f"left by a task creation that was cut off: rerun the `folder` command that made them "
+                            f"(it fills an empty task of its name), or delete them in CVAT")
+    for task in chosen:
+        check_target(task, function.label_names)
+    return chosen
+
+
 def annotate_tasks(session: CvatSession, function: ModelDetectionFunction, options: RunOptions, *,
                    names: Sequence[str] = (), pattern: str | None = None) -> list[TaskPlan]:
     """Mode 2: predictions added to existing tasks (one task: a rerun on it)."""
     plans = []
-    for task in select_tasks(session, names, pattern):
+    for task in checked_targets(session, function, names, pattern):
         proposed = [s for frame, found in _predict_task(session, function, task) for s in auto_shapes(frame, found)]
         annotations = cvat_tasks.get_annotations(session, task.id)
         plans.append(finish(session, plan_update(task, annotations, proposed, replace=options.replace), options))
@@ -119,9 +152,12 @@ def annotate_tasks(session: CvatSession, function: ModelDetectionFunction, optio
 
 
 def ground_truth(annotations: dict, task: TaskInfo) -> dict[int, np.ndarray]:
-    """Boxes per frame of every human object (shapes and track frames whose source is not auto)."""
+    """Boxes per frame of the ground truth (shapes and track frames people made, and proposals a
+    person accepted: :func:`obdb.sources.truth.is_ground_truth`)."""
     objects = cvat_tasks.expand_tracks(annotations, task.size)  # shapes, and tracks frame by frame
-    return frame_boxes(s for s in objects if s.get("source") != AUTO)
+    names = {a["id"]: a["name"] for spec in task.label_specs for a in spec.get("attributes") or [] if "id" in a}
+    return frame_boxes(s for s in objects
+                       if is_ground_truth(s.get("source"), attribute_values(s.get("attributes"), names)))
 
 
 def find_missing(session: CvatSession, function: ModelDetectionFunction, options: RunOptions, *,
@@ -133,7 +169,7 @@ def find_missing(session: CvatSession, function: ModelDetectionFunction, options
         raise AnnotateError(f"IoU limit must be within [0, 1], got {max_iou}")
     plans = []
     empty = np.zeros((0, 4))
-    for task in select_tasks(session, names, pattern):
+    for task in checked_targets(session, function, names, pattern):
         annotations = cvat_tasks.get_annotations(session, task.id)
         gt = ground_truth(annotations, task)
         proposed: list[NamedShape] = []

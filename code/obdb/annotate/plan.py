@@ -40,6 +40,7 @@ class TaskPlan:
     labels: list[dict[str, Any]] = field(default_factory=list, repr=False)
     images: list[Path] = field(default_factory=list, repr=False)
     job_state: dict[str, str] = field(default_factory=dict, repr=False)
+    backup: bool = field(default=True, repr=False)  # False for a task this run created (nothing to back up)
 
     @property
     def writes(self) -> bool:

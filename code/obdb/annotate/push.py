@@ -11,6 +11,10 @@
   after a failure part-way through a chunked upload adds exactly the rest.
 * ``dry_run`` builds the same plans from reads only and writes nothing, neither to CVAT nor to
   the output folder.
+* The target task is checked before anything slow (predicting, uploading) starts: several of one
+  name, or a task without any of the labels to write, stop the run. An *empty* task of the name
+  (no images: the leftover of a creation cut off before its data arrived) is reused: its images
+  are uploaded into it, so the advice after a fault, "rerun the same command", holds.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from ..cvat.tasks import TaskInfo
 from .dedupe import AUTO, ShapeIndex
 from .errors import AnnotateError
 from .plan import TaskPlan
-from .review import ACCEPTED, REJECTED, REVIEW, missing_review_attributes, review_state
+from .review import ACCEPTED, REJECTED, REVIEW, missing_review_attributes, review_state, stale_review_spec
 from .shapes import NamedShape, frame_lookup, resolve_shapes
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,10 @@ def plan_update(task: TaskInfo, annotations: dict[str, Any], proposed: Sequence[
     if unknown:
         plan.notes.append(f"skipped {sum(unknown.values())} shape(s) of labels the task does not have: "
                           f"{dict(sorted(unknown.items()))}")
+    stale = [spec["name"] for spec in task.label_specs if stale_review_spec(spec) is not None]
+    if stale:
+        plan.notes.append(f"label(s) {', '.join(stale)} still have the old review default 'unreviewed', so CVAT shows "
+                          f"human shapes as unreviewed: run `auto_annotate.py fix-review --name {task.name!r}`")
     if any(REVIEW in s["attributes"] for s in plan.shapes):
         used = {label_ids[s["label"]] for s in plan.shapes}
         for label_id in sorted(used):
@@ -132,17 +140,52 @@ def find_task_by_name(session: CvatSession, name: str) -> TaskInfo | None:
     return found[0] if found else None
 
 
+def check_target(task: TaskInfo, label_names: Sequence[str], *, review: bool = True) -> None:
+    """Refuse, before any prediction, a task that cannot take shapes of ``label_names``: one with
+    none of those labels, or (``review``: shapes with review attributes) one whose review
+    attribute is of another kind."""
+    have = {spec["name"] for spec in task.label_specs}
+    if task.label_specs and not have & set(label_names):
+        raise AnnotateError(f"task {task.name!r} (id {task.id}) has none of the labels {sorted(label_names)} "
+                            f"(it has {sorted(have)}); nothing could be written to it")
+    for spec in task.label_specs if review else []:
+        if spec["name"] in label_names:
+            try:
+                missing_review_attributes(spec)
+            except ValueError as err:
+                raise AnnotateError(f"task {task.name!r} (id {task.id}): {err}") from err
+
+
+def plan_reuse(task: TaskInfo, images: Sequence[Path], labels: Sequence[dict[str, Any]],
+               proposed: Sequence[NamedShape]) -> TaskPlan:
+    """An empty leftover task of the name gets the images, then the shapes, as a new one would."""
+    plan = plan_create(task.name, images, labels, proposed)
+    plan.task_id = task.id
+    plan.notes.append(f"reuses the empty task {task.id} (left by a creation that was cut off): uploads its images")
+    wanted = {label["name"]: label for label in labels}
+    if any(REVIEW in s["attributes"] for s in proposed):
+        for spec in task.label_specs:
+            if spec["name"] in wanted:
+                missing = missing_review_attributes(spec)
+                if missing:
+                    plan.label_patches[int(spec["id"])] = missing
+    return plan
+
+
 def plan_for_files(session: CvatSession, name: str, images: Sequence[Path], labels: Sequence[dict[str, Any]],
-                   proposed: Sequence[NamedShape], *, replace: bool = False) -> TaskPlan:
-    """Plan for shapes on local ``images``: a new task, or (a rerun) the existing task of that
-    name, whose frames are matched to the files by file name."""
-    task = find_task_by_name(session, name)
+                   proposed: Sequence[NamedShape], *, replace: bool = False,
+                   task: TaskInfo | None | bool = False) -> TaskPlan:
+    """Plan for shapes on local ``images``: a new task, an empty leftover of that name filled, or
+    (a rerun) the existing task of that name, whose frames are matched to the files by file name.
+    ``task``: the task of that name when the caller looked it up already (``None``: there is none)."""
+    if task is False:
+        task = find_task_by_name(session, name)
     if task is None:
         return plan_create(name, images, labels, proposed)
+    assert isinstance(task, TaskInfo)
+    check_target(task, [label["name"] for label in labels], review=any(REVIEW in s["attributes"] for s in proposed))
     if task.size == 0:
-        raise AnnotateError(f"task {name!r} (id {task.id}) exists but holds no images, probably from an upload "
-                            f"that was cut off while creating it; delete that empty task in CVAT (it has no "
-                            f"annotations) and run again")
+        return plan_reuse(task, images, labels, proposed)
     frames = cvat_tasks.task_frames(session, task.id)
     lookup = frame_lookup(((f.index, f.name) for f in frames), f"task {name!r}")
     position_to_frame = {i: lookup.get(Path(p).name) for i, p in enumerate(images)}
@@ -170,7 +213,12 @@ def apply_plan(session: CvatSession, plan: TaskPlan, options: RunOptions) -> Tas
     if not plan.writes:
         return plan
     if plan.create:
-        task = cvat_writes.create_task(session, plan.name, plan.labels, plan.images, progress=options.progress)
+        if plan.task_id is None:
+            task = cvat_writes.create_task(session, plan.name, plan.labels, plan.images, progress=options.progress)
+        else:  # an empty leftover of the same name
+            for label_id, attributes in plan.label_patches.items():
+                cvat_writes.add_label_attributes(session, label_id, attributes)
+            task = cvat_writes.fill_task(session, plan.task_id, plan.images, progress=options.progress)
         plan.task_id = task.id
         frames = cvat_tasks.task_frames(session, task.id)
         lookup = frame_lookup(((f.index, f.name) for f in frames), f"task {plan.name!r}")
@@ -179,8 +227,9 @@ def apply_plan(session: CvatSession, plan: TaskPlan, options: RunOptions) -> Tas
         label_specs = list(task.label_specs)
     else:
         assert plan.task_id is not None
-        path = cvat_writes.backup_annotations(session, plan.task_id, options.backup_dir)
-        plan.notes.append(f"backup: {path}")
+        if plan.backup:
+            path = cvat_writes.backup_annotations(session, plan.task_id, options.backup_dir)
+            plan.notes.append(f"backup: {path}")
         if plan.label_patches:
             for label_id, attributes in plan.label_patches.items():
                 cvat_writes.add_label_attributes(session, label_id, attributes)

@@ -1,7 +1,7 @@
 """``auto_annotate.py`` / ``obdb annotate``: model predictions and ground truth into CVAT.
 
 Subcommands (each has ``--help``): ``folder``, ``tasks``, ``upload-gt``, ``upload-xml``,
-``missing``, ``status``. The server and credentials come from ``CVAT_URL``, ``CVAT_USERNAME``,
+``missing``, ``status``, ``fix-review``. The server and credentials come from ``CVAT_URL``, ``CVAT_USERNAME``,
 ``CVAT_PASSWORD`` (or ``CVAT_PASSWORD_FILE``) or ``CVAT_ACCESS_TOKEN``; nothing secret is ever
 an option. Every write-capable subcommand takes ``--dry-run`` (print the plan, write nothing)
 and backs up a task's annotations under ``--out``/backups before changing it.
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import (EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded,
-                     setup_logging, whole_number, without_downloads)
+from .common import (EXIT_OK, add_bool, add_common, add_task_names, guarded, setup_logging, whole_number,
+                     without_downloads)
 
 DEFAULT_OUT = "auto_annotate_out"
 SAFETY = ("Without --replace no existing shape is deleted or changed; with --replace only auto shapes nobody "
@@ -123,6 +123,14 @@ def build_parser(prog: str = "auto_annotate.py") -> argparse.ArgumentParser:
     p.add_argument("--state", choices=["new", "in progress", "completed", "rejected"], help="job state to set")
     p.add_argument("--stage", choices=["annotation", "validation", "acceptance"], help="job stage to set")
     _common(p)
+
+    p = sub.add_parser("fix-review", help="give the review attribute the neutral default (tasks from older obdb)",
+                       description="Tasks that got the review attribute from an older obdb have 'unreviewed' as "
+                       "its default, so CVAT shows every human shape as unreviewed. This sets the default to 'n/a' "
+                       "and rewrites review=unreviewed to 'n/a' on human objects (source not auto) that hold it; "
+                       "model proposals and everything else stay as they are. Backs up first.")
+    _task_choice(p)
+    _common(p)
     return parser
 
 
@@ -191,7 +199,7 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str], list[
 
 
 def run_mode(args: argparse.Namespace) -> list[Any]:
-    from ..annotate import modes, uploads
+    from ..annotate import fix_review, modes, uploads
     from ..annotate.push import RunOptions
     from ..annotate.xml_tasks import xml_files
     from ..cvat.connection import CvatCredentials, connect
@@ -213,6 +221,8 @@ def run_mode(args: argparse.Namespace) -> list[Any]:
         return modes.find_missing(session, function, options, min_score=args.threshold, max_iou=args.iou, **tasks)
     if args.mode == "status":
         return modes.set_status(session, options, state=args.state, stage=args.stage, **tasks)
+    if args.mode == "fix-review":
+        return fix_review.fix_review(session, options, **tasks)
     if args.mode == "upload-gt":
         assert gt is not None
         return uploads.upload_records(session, gt[0], gt[1], options, prefix=args.prefix, roots=gt[2])
@@ -224,26 +234,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "auto_annotate.py") -> i
     setup_logging(args.log_level)
 
     def body() -> int:
-        from ..annotate.errors import AnnotateError
         from ..annotate.plan import format_plans
         from ..cvat.connection import CvatError
+        from ..errors import ServiceUnavailable
         from ..fileio import write_json
         from ..outputs import now
 
         try:
             plans = run_mode(args)
-        except AnnotateError as err:
+        except CvatError as err:  # exit code from the one table: 3 unreachable after retries, else 2
             print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        except CvatError as err:
-            print(f"error: {err}", file=sys.stderr)
-            if "runs version" in str(err):
-                print("pass --allow-version-mismatch to go on anyway", file=sys.stderr)
-                return EXIT_FAILURE
-            if not getattr(args, "dry_run", False) and args.mode != "status":
-                print("what was written so far is complete; rerun the same command to finish (reruns add no "
-                      "duplicates)", file=sys.stderr)
-            return EXIT_FAILURE
+            if isinstance(err, ServiceUnavailable) and not getattr(args, "dry_run", False):
+                print("what was written so far is complete; rerun the same command when CVAT answers again to "
+                      "finish (reruns add no duplicates and reuse a task left empty)", file=sys.stderr)
+            return err.exit_code
         dry_run = getattr(args, "dry_run", False)
         print(format_plans(plans, dry_run=dry_run))
         if not dry_run:

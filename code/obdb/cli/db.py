@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .common import EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded, setup_logging
+from .common import EXIT_OK, add_bool, add_common, add_task_names, guarded, setup_logging
 
 
 def build_parser(prog: str = "obdb db") -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb db") -> int:
                 db.client.close()
         except (MongoUnavailable, MongoConfigError, SnapshotError) as err:
             print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
+            return err.exit_code  # the one table (obdb.errors): 3 unreachable after retries, 2 otherwise
         done = "exported to" if args.action == "export" else "imported into database"
         print(f"{done} {where}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
         return EXIT_OK

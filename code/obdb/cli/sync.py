@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from .common import EXIT_OK, EXIT_USAGE, add_bool, add_common, add_task_names, guarded, setup_logging
+from .common import EXIT_OK, add_bool, add_common, add_task_names, guarded, setup_logging
 
 STATUS_CHOICES = ("completed", "validation", "annotation", "any")
 
@@ -67,14 +67,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "obdb sync") -> int:
                     if args.dry_run:
                         print("\n".join(plan.lines() or ["  nothing to change"]))
                         print(f"dry run: would add {len(plan.add)}, update {len(plan.update)}, delete "
-                              f"{len(plan.delete)}; {len(plan.unchanged)} unchanged, {len(plan.foreign)} left alone")
+                              f"{len(plan.delete)}; {len(plan.unchanged)} unchanged, {len(plan.foreign)} left alone; "
+                              f"{session.requests} CVAT requests")
                         return EXIT_OK
                     summary = sync.apply_sync(session, db, plan, progress=args.progress)
             finally:
                 db.client.close()
         except (MongoUnavailable, MongoConfigError, CvatError, sync.SyncError) as err:
             print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
+            return err.exit_code  # the one table (obdb.errors): 3 unreachable after retries, 2 otherwise
         print(f"sync into database {db.name}: {summary.line()}")
         return EXIT_OK
 

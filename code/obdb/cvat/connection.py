@@ -7,9 +7,10 @@ This package is the only place that talks to a CVAT server, and it does so throu
 """
 from __future__ import annotations
 
-from obdb.errors import UserError
+import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,17 @@ from cvat_sdk.core.client import AccessTokenCredentials, Client, Config
 from cvat_sdk.core.exceptions import BackgroundRequestException, CvatSdkException
 from cvat_sdk.version import VERSION as SDK_VERSION
 
+from obdb.errors import ServiceUnavailable, UserError
+
 log = logging.getLogger(__name__)
 
-# major.minor of the servers the pinned cvat-sdk (2.80.0) speaks to; the SDK's own rule is its
-# own minor version and the next one.
-SUPPORTED_SERVER_VERSIONS = ("2.80", "2.81")
+# The oldest and newest server (major.minor) obdb works with. The SDK's own rule (its minor version
+# and the next) would refuse the 2.2x servers many teams still run. Of the endpoints obdb uses, only
+# ``/api/server/about`` answers those servers in a form the pinned SDK's (2.80.0) model rejects (no
+# ``logo_url``/``subtitle``; compared with cvat-sdk 2.23.1's models), so it is read as raw JSON.
+# Tested against the fake server in its 2.80 and 2.23 modes (tests/helpers/fake_cvat).
+OLDEST_SERVER, NEWEST_SERVER = (2, 20), (2, 81)
+SUPPORTED_SERVER_VERSIONS = (f"{OLDEST_SERVER[0]}.{OLDEST_SERVER[1]}", f"{NEWEST_SERVER[0]}.{NEWEST_SERVER[1]}")
 # HTTP statuses worth another try. A non-idempotent request (creating shapes) is retried only on
 # answers that mean "not applied" (a gateway timeout may hide a request that did go through).
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -43,6 +50,13 @@ class CvatError(UserError, RuntimeError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class CvatUnavailable(CvatError, ServiceUnavailable):
+    """CVAT did not answer (connection refused, dropped, timed out, or 5xx) after every retry:
+    exit code 3, like every other service that cannot be reached."""
+
+    exit_code = ServiceUnavailable.exit_code
 
 
 @dataclass(frozen=True)
@@ -152,18 +166,19 @@ class CvatSession:
                 if status in statuses and attempt < self.retries:
                     self._wait(attempt, what, f"HTTP {status}")
                     continue
-                raise CvatError(self._http_message(what, error, attempt), status=status) from None
+                kind = CvatUnavailable if status in RETRY_STATUSES else CvatError
+                raise kind(self._http_message(what, error, attempt), status=status) from error
             except (urllib3.exceptions.HTTPError, ConnectionError) as error:
                 if _retryable_connection_error(error, idempotent) and attempt < self.retries:
                     self._wait(attempt, what, type(error).__name__)
                     continue
                 tries = f" after {attempt + 1} tries" if attempt else ""
-                raise CvatError(self.scrub(f"CVAT at {self.url} did not answer while {what}{tries} "
-                                           f"({type(error).__name__}: {_short(error)})")) from None
+                raise CvatUnavailable(self.scrub(f"CVAT at {self.url} did not answer while {what}{tries} "
+                                                 f"({type(error).__name__}: {_short(error)})")) from error
             except BackgroundRequestException as error:
-                raise CvatError(self.scrub(f"CVAT at {self.url} failed while {what}: {_short(error)}")) from None
+                raise CvatError(self.scrub(f"CVAT at {self.url} failed while {what}: {_short(error)}")) from error
             except CvatSdkException as error:
-                raise CvatError(self.scrub(f"CVAT at {self.url}: {what} failed: {_short(error)}")) from None
+                raise CvatError(self.scrub(f"CVAT at {self.url}: {what} failed: {_short(error)}")) from error
         raise AssertionError("unreachable")
 
     def _wait(self, attempt: int, what: str, why: str) -> None:
@@ -215,8 +230,7 @@ def connect(creds: CvatCredentials, *, allow_version_mismatch: bool = False, ret
     session = CvatSession(client, creds.url, creds.who, retries, backoff_s, timeout_s,
                           _secrets=creds.secrets())
     try:
-        version = session.with_retries(client.get_server_version, what="reading the server version")
-        session.server_version = str(version)
+        session.server_version = server_version(session)
         check_version(creds.url, session.server_version, allow_version_mismatch)
         _login(session, creds)
     except BaseException:
@@ -226,14 +240,51 @@ def connect(creds: CvatCredentials, *, allow_version_mismatch: bool = False, ret
     return session
 
 
+def server_version(session: CvatSession) -> str:
+    """The server's version from the raw ``/api/server/about`` JSON.
+
+    Not through the SDK's ``About`` model: cvat-sdk 2.80 requires ``logo_url`` and ``subtitle``,
+    which older servers (2.23 and its neighbours) do not send, so the model would fail with a
+    ``TypeError`` before any version check could say what is wrong."""
+    api = session.client.api_client.server_api
+
+    def fetch() -> Any:
+        _, response = api.retrieve_about(_parse_response=False)
+        return response.data
+
+    raw = session.with_retries(fetch, what="reading the server version")
+    try:
+        about = json.loads(raw)
+        version = about["version"]
+    except (ValueError, TypeError, KeyError) as error:
+        raise CvatError(f"{session.url} does not look like a CVAT server: /api/server/about gave no version "
+                        f"({type(error).__name__})") from error
+    if not isinstance(version, str) or not version.strip():
+        raise CvatError(f"{session.url}: /api/server/about gave no version (got {version!r})")
+    return version.strip()
+
+
+def parse_version(version: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a CVAT version string (``2.23.1``, ``v2.24.0-dev``), or None."""
+    match = re.match(r"v?(\d+)\.(\d+)", version.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def supported_range() -> str:
+    return f"{SUPPORTED_SERVER_VERSIONS[0]} to {SUPPORTED_SERVER_VERSIONS[1]}"
+
+
 def check_version(url: str, version: str, allow_mismatch: bool) -> None:
-    major_minor = ".".join(version.split(".")[:2])
-    if major_minor in SUPPORTED_SERVER_VERSIONS:
+    """Refuse a server outside ``OLDEST_SERVER``..``NEWEST_SERVER`` (its API may differ in ways
+    that corrupt uploads) unless ``allow_mismatch``; then only warn."""
+    major_minor = parse_version(version)
+    if major_minor is not None and OLDEST_SERVER <= major_minor <= NEWEST_SERVER:
         return
-    message = (f"CVAT at {url} runs version {version}, but obdb (cvat-sdk {SDK_VERSION}) supports "
-               f"{', '.join(v + '.x' for v in SUPPORTED_SERVER_VERSIONS)}")
+    message = (f"CVAT at {url} runs version {version}, but obdb (cvat-sdk {SDK_VERSION}) supports CVAT "
+               f"{supported_range()}")
     if not allow_mismatch:
-        raise CvatError(message + "; set allow_version_mismatch (data.cvat.allow_version_mismatch) to try anyway")
+        raise CvatError(message + "; pass --allow-version-mismatch (or set data.cvat.allow_version_mismatch) "
+                        "to try anyway")
     log.warning("%s; going on because a version mismatch is allowed", message)
 
 
@@ -248,5 +299,5 @@ def _login(session: CvatSession, creds: CvatCredentials) -> None:
             session.with_retries(lambda: client.login((creds.username, creds.password)), what="logging in")
     except CvatError as error:
         if error.status in (400, 401, 403):
-            raise CvatError(refused, status=error.status) from None
+            raise CvatError(refused, status=error.status) from None  # the refusal says all; no cookie in a cause
         raise

@@ -75,12 +75,8 @@ def create_task(session: CvatSession, name: str, labels: Sequence[str | dict[str
     client = session.client
     task = session.with_retries(lambda: client.tasks.create(spec), what=f"creating task {name!r}",
                                 idempotent=False)
-    pbar = DeferredTqdmProgressReporter({"desc": f"upload {name}", "leave": False}) if progress else None
     try:
-        session.with_retries(
-            lambda: task.upload_data(paths, pbar=pbar, status_check_period=client.config.status_check_period,
-                                     params={"image_quality": image_quality, "sorting_method": "predefined"}),
-            what=f"uploading {len(paths)} images to task {name!r}", idempotent=False)
+        _upload(session, task, name, paths, progress=progress, image_quality=image_quality)
     except BaseException:
         log.warning("removing task %r (id %d): its data upload failed", name, task.id)
         try:
@@ -89,6 +85,31 @@ def create_task(session: CvatSession, name: str, labels: Sequence[str | dict[str
             log.error("could not remove the half-made task %d: %s", task.id, error)
         raise
     return get_task(session, task.id)
+
+
+def _upload(session: CvatSession, task: Any, name: str, paths: Sequence[Path], *, progress: bool,
+            image_quality: int) -> None:
+    client = session.client
+    pbar = DeferredTqdmProgressReporter({"desc": f"upload {name}", "leave": False}) if progress else None
+    session.with_retries(
+        lambda: task.upload_data(list(paths), pbar=pbar, status_check_period=client.config.status_check_period,
+                                 params={"image_quality": image_quality, "sorting_method": "predefined"}),
+        what=f"uploading {len(paths)} images to task {name!r}", idempotent=False)
+
+
+def fill_task(session: CvatSession, task_id: int, images: Sequence[Path], *, progress: bool = True,
+              image_quality: int = 100) -> TaskInfo:
+    """Upload ``images`` (frame i is ``images[i]``) into an existing task that holds none: the
+    empty leftover of a creation cut off before its data arrived. A rerun fills it instead of
+    failing on it; nothing is deleted if this fails too, so the next rerun tries again."""
+    current = get_task(session, task_id, with_labels=False)
+    if current.size:
+        raise CvatError(f"task {current.name!r} (id {task_id}) already holds {current.size} images")
+    paths = [Path(p) for p in images]
+    client = session.client
+    task = session.with_retries(lambda: client.tasks.retrieve(task_id), what=f"reading task {task_id}")
+    _upload(session, task, current.name, paths, progress=progress, image_quality=image_quality)
+    return get_task(session, task_id)
 
 
 def delete_task(session: CvatSession, task_id: int) -> None:
@@ -106,6 +127,37 @@ def add_label_attributes(session: CvatSession, label_id: int, attributes: Sequen
     api = session.client.api_client.labels_api
     session.with_retries(lambda: api.partial_update(label_id, patched_label_request=patch, _parse_response=False),
                          what=f"adding attributes {', '.join(a['name'] for a in attributes)} to label {label_id}")
+
+
+def update_label_attributes(session: CvatSession, label_id: int, attributes: Sequence[dict[str, Any]]) -> None:
+    """Change existing attribute specs of a label (each ``{"id", "name", "input_type", "values",
+    "default_value", "mutable"}``; PATCH ``/api/labels/<id>``). Stored values are unchanged."""
+    if not attributes:
+        return
+    try:
+        patch = models.PatchedLabelRequest(attributes=[models.AttributeRequest(
+            id=int(a["id"]), name=a["name"], mutable=bool(a.get("mutable", False)),
+            input_type=a.get("input_type", "text"), values=[str(v) for v in a.get("values", [])],
+            default_value=str(a.get("default_value", ""))) for a in attributes])
+    except (exceptions.ApiTypeError, exceptions.ApiValueError, KeyError) as error:
+        raise CvatError(f"label {label_id}: bad attribute specification: {error}") from error
+    api = session.client.api_client.labels_api
+    session.with_retries(lambda: api.partial_update(label_id, patched_label_request=patch, _parse_response=False),
+                         what=f"changing attributes {', '.join(a['name'] for a in attributes)} of label {label_id}")
+
+
+def update_objects(session: CvatSession, task_id: int, data: dict[str, Any], *, chunk_size: int = 2000) -> int:
+    """Rewrite existing objects of the task by id (PATCH ``action=update``): ``data`` holds
+    ``shapes``/``tags``/``tracks`` as read, changed. Returns the number of requests made."""
+    requests = 0
+    for key in ("shapes", "tags", "tracks"):
+        objects = list(data.get(key) or [])
+        for i in range(0, len(objects), chunk_size):
+            chunk = objects[i:i + chunk_size]
+            _patch(session, task_id, "update", {"shapes": [], "tags": [], "tracks": [], key: chunk},
+                   f"updating {len(chunk)} {key} of task {task_id}", idempotent=True)
+            requests += 1
+    return requests
 
 
 def _clean_shape(shape: dict[str, Any], index: int) -> dict[str, Any]:

@@ -62,7 +62,8 @@ VIEW_PART_BYTES = 4 * 1024 * 1024
 #: The shape fields the reader converts, under the one-letter names the view and the reader's
 #: aggregation give them (they are repeated in every shape). A missing field stays missing.
 SHAPE_FIELDS = {"i": "_id", "t": "shape_types", "p": "points", "c": "object_class", "l": "label_id",
-                "o": "occluded", "n": "img_path", "w": "img_width", "h": "img_height"}
+                "o": "occluded", "n": "img_path", "w": "img_width", "h": "img_height",
+                "r": "source", "a": "attributes"}  # r, a: the ground-truth rule (obdb.sources.truth)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

@@ -107,6 +107,9 @@ class MongoSettings(StrictModel):
     retries: int = Field(4, ge=0, le=50)
     polygons: Literal["bbox", "skip"] = Field("bbox", description="polygon and points shapes: train on "
                                               "their bounding box, or skip them")
+    include_auto: Literal["accepted", "all", "none"] = Field(
+        "accepted", description="model proposals (source auto) trained on and scored against: those a person "
+        "accepted (review=accepted), all, or none (see obdb.sources.truth)")
 
 
 class CvatSettings(StrictModel):
@@ -120,6 +123,9 @@ class CvatSettings(StrictModel):
     offline: bool = Field(False, description="use only the cache (no server needed)")
     allow_version_mismatch: bool = False
     retries: int = Field(4, ge=0, le=50, description="extra tries of a request on connection errors and 5xx")
+    include_auto: Literal["accepted", "all", "none"] = Field(
+        "accepted", description="model proposals (source auto) trained on and scored against: those a person "
+        "accepted (review=accepted), all, or none (see obdb.sources.truth)")
 
 
 class DataSettings(StrictModel):

@@ -12,6 +12,9 @@ Shapes become boxes as in a CVAT XML export read by the local source: rectangles
 as their enclosing box), polygons and ellipses as their bounding box, other types ignored with a
 count; tracks are expanded to per-frame boxes. So a CVAT run and a run on exported files of the
 same tasks see the same records.
+
+Model proposals (``source`` ``auto``) are left out unless a person accepted them
+(``data.cvat.include_auto``, see :mod:`obdb.sources.truth`); how many is logged.
 """
 from __future__ import annotations
 
@@ -27,12 +30,14 @@ from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
+from obdb.errors import ServiceUnavailable
 from obdb.fileio import atomic_path, write_json
 from obdb.records import AnnotationSet
 from obdb.settings.schema import CvatSettings, Settings
 from obdb.sources.base import SourceError
 from obdb.sources.formats import ParsedBox, ParsedFile, ParsedImage, bbox_of_points, rotated_rect_bbox
 from obdb.sources.local import RecordCollector
+from obdb.sources.truth import attribute_values, is_ground_truth
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +63,25 @@ def _shape_box(shape: dict[str, Any]) -> tuple[float, float, float, float] | Non
     return None
 
 
-def parsed_task(entry: dict[str, Any], folder: Path) -> ParsedFile:
-    """A cached task as the format-neutral parse result the local source's helpers work on."""
+def parsed_task(entry: dict[str, Any], folder: Path, include_auto: str = "accepted",
+                left_out: Counter[str] | None = None) -> ParsedFile:
+    """A cached task as the format-neutral parse result the local source's helpers work on;
+    proposals that are not ground truth (``include_auto``) are counted in ``left_out[task]``."""
     from obdb.cvat.tasks import expand_tracks  # pure function; no server involved
 
     name = entry["name"]
     labels = {spec["id"]: spec["name"] for spec in entry["labels"]}
+    attribute_names = {a["id"]: a["name"] for spec in entry["labels"] for a in spec.get("attributes") or []
+                       if "id" in a}
     frames = entry["frames"]
     ignored: Counter[str] = Counter()
     images = [ParsedImage(f["name"], i, f["width"], f["height"]) for i, f in enumerate(frames)]
     for shape in expand_tracks(entry["annotations"], len(frames)):
+        if not is_ground_truth(shape.get("source"), attribute_values(shape.get("attributes"), attribute_names),
+                               include_auto):
+            if left_out is not None:
+                left_out[name] += 1
+            continue
         box = _shape_box(shape)
         if box is None:
             ignored[str(shape.get("type"))] += 1
@@ -80,6 +94,18 @@ def parsed_task(entry: dict[str, Any], folder: Path) -> ParsedFile:
     kept = [image for image, frame in zip(images, frames) if not frame.get("deleted")]
     return ParsedFile(path=folder, format="cvat-api", task=name, images=kept, ignored=ignored,
                       labels=list(labels.values()))
+
+
+class CvatSourceUnavailable(SourceError, ServiceUnavailable):
+    """CVAT could not be reached after retries: exit code 3, like the CVAT error it wraps."""
+
+    exit_code = ServiceUnavailable.exit_code
+
+
+def _source_error(err: Exception) -> SourceError:
+    """A CVAT failure as the source's error, keeping its exit code (3 for an unreachable server)."""
+    message = f"{err} (data.cvat.offline: true trains on the cached copies)"
+    return CvatSourceUnavailable(message) if isinstance(err, ServiceUnavailable) else SourceError(message)
 
 
 def frame_file(folder: Path, index: int, name: str) -> Path:
@@ -140,7 +166,12 @@ class CvatSource:
             raise SourceError(f"group_regex {self.group_regex!r} is not a valid regular expression: {err}") from None
         names = list(dict.fromkeys(self.tasks))
         folders = self._offline(names) if self.cvat.offline else self._online(names)
-        return self._records([parsed_task(entry, folder) for folder, entry in folders], regex)
+        left_out: Counter[str] = Counter()
+        parsed = [parsed_task(entry, folder, self.cvat.include_auto, left_out) for folder, entry in folders]
+        if left_out:
+            logger.info("left out %d model proposal(s) (source auto) that are not ground truth (data.cvat.include_auto"
+                        " = %s): %s", sum(left_out.values()), self.cvat.include_auto, dict(left_out))
+        return self._records(parsed, regex)
 
     # ------------------------------------------------------------------ cache
 
@@ -174,7 +205,7 @@ class CvatSource:
                 by_name = {t.name: t for t in found}
                 return [self._refresh(session, by_name[name]) for name in names]
         except CvatError as err:
-            raise SourceError(f"{err} (data.cvat.offline: true trains on the cached copies)") from None
+            raise _source_error(err) from err
 
     def _refresh(self, session: Any, task: Any) -> tuple[Path, dict[str, Any]]:
         """The task's cache folder, downloading what changed since it was written."""

@@ -33,6 +33,10 @@ bounding box (or are skipped with ``data.mongo.polygons = "skip"``); other types
 ignored. A frame whose every shape was skipped or ignored is left out rather than kept as a
 negative: it shows objects, just not ones we train on. Within a frame, boxes keep the order they
 were annotated in (``_id`` order, as :func:`obdb.mongo.layout.shape_order` sorts).
+
+Model proposals (``source`` ``auto``) are left out unless a person accepted them (``review`` in the
+``attributes`` that ``obdb sync`` stores; ``data.mongo.include_auto``, see
+:mod:`obdb.sources.truth`), as if they were not there; how many is logged.
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ from obdb.settings.schema import MongoSettings, Settings
 from obdb.sources.base import SourceError
 from obdb.sources.formats import ParsedBox, ParsedFile, ParsedImage, bbox_of_points
 from obdb.sources.local import RecordCollector, resolve_image
+from obdb.sources.truth import attribute_values, is_ground_truth
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +74,13 @@ class _Counts:
     as_bbox: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     frames_left_out: int = 0
+    include_auto: str = "accepted"  # which model proposals are ground truth (obdb.sources.truth)
+    proposals_left_out: int = 0
 
 
 #: The one-letter names of the fields the conversion reads (:data:`obdb.mongo.layout.SHAPE_FIELDS`,
 #: the names the view and the aggregation give them).
-_ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT = SHAPE_FIELDS
+_ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT, _SOURCE, _ATTRIBUTES = SHAPE_FIELDS
 Shape = dict[str, Any]
 
 #: Documents per reply: as many of a task's frame groups (or view parts) as fit in a 16 MiB reply
@@ -189,6 +196,10 @@ def frames_to_parsed(task: TaskFrames, database: str, polygons: str, counts: _Co
         if not isinstance(image_name, str) or not image_name:
             raise SourceError(f"task {name!r}: frame {frame} has no image name (meta frame 'name' or "
                               f"annotation 'img_path')")
+        truth = [s for s in shapes if is_ground_truth(s.get(_SOURCE), attribute_values(s.get(_ATTRIBUTES)),
+                                                        counts.include_auto)]
+        counts.proposals_left_out += len(shapes) - len(truth)
+        shapes = truth  # a frame with only proposals is a frame without shapes, as in the cvat source
         boxes = []
         for shape in shapes:
             box = _box(shape, name, frame, label_names, polygons, counts)
@@ -347,7 +358,7 @@ class MongoSource:
             docs = find_tasks(db, names)
         except TaskNotFound as err:
             raise SourceError(str(err)) from None
-        counts = _Counts()
+        counts = _Counts(include_auto=self.mongo.include_auto)
         parsed: list[ParsedFile] = []
         for doc in tqdm(docs, desc="reading MongoDB tasks", unit="task", disable=not self.progress):
             try:
@@ -358,6 +369,9 @@ class MongoSource:
         return parsed, counts
 
     def _log_shapes(self, counts: _Counts) -> None:
+        if counts.proposals_left_out:
+            logger.info("left out %d model proposal(s) (source auto) that are not ground truth "
+                        "(data.mongo.include_auto = %s)", counts.proposals_left_out, counts.include_auto)
         if counts.as_bbox:
             logger.info("used the bounding box of %s (data.mongo.polygons = bbox)",
                         ", ".join(f"{n} {kind} shape(s)" for kind, n in sorted(counts.as_bbox.items())))

@@ -125,6 +125,25 @@ def natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+# Fields cvat-sdk 2.80's models have and a 2.23.1 server never sends (compared with cvat-sdk
+# 2.23.1's models): About, TaskRead, JobRead, DataMetaRead, MetaUser, LabeledShape, LabeledData,
+# the request operation. None of them is a key of another payload, so they are removed anywhere.
+LEGACY_ABSENT = frozenset({
+    "logo_url", "subtitle", "project_name", "initial_replicas", "data_cloud_storage_id", "media_type",
+    "organization_id", "chapters", "storage", "cloud_storage_id", "task_name", "parent_job_id", "replicas_count",
+    "cvat_usage_reason", "primary_role", "planned_activities", "data_types", "discovery_source",
+    "email_verified", "created_via", "score", "intervals", "org_id", "lightweight"})
+
+
+def legacy_body(body: Any) -> Any:
+    """A JSON answer as a 2.23 server gives it: without the fields it does not have."""
+    if isinstance(body, dict):
+        return {k: legacy_body(v) for k, v in body.items() if k not in LEGACY_ABSENT}
+    if isinstance(body, list):
+        return [legacy_body(v) for v in body]
+    return body
+
+
 # ---------------------------------------------------------------------------------------- auth, server
 
 
@@ -196,6 +215,18 @@ def create_task(state: State, req: Req) -> Resp:
 
 def get_task(state: State, req: Req) -> Resp:
     return Resp(200, payloads.task(state.task(int(req.groups[0])), req.base))
+
+
+def patch_task(state: State, req: Req) -> Resp:
+    """PATCH /api/tasks/<id>: a new name (any change bumps updated_date, as in CVAT)."""
+    task = state.task(int(req.groups[0]))
+    body = req.json()
+    if "name" in body:
+        if not body["name"]:
+            raise BadRequest("name: This field may not be blank.")
+        task.name = body["name"]
+    state.touch(task)
+    return Resp(200, payloads.task(task, req.base))
 
 
 def delete_task(state: State, req: Req) -> Resp:
@@ -302,7 +333,7 @@ def get_request(state: State, req: Req) -> Resp:
 def annotations(state: State, req: Req) -> Resp:
     task = state.task(int(req.groups[0]))
     if req.method == "GET":
-        return Resp(200, payloads.labeled_data(state.annotations(task)))
+        return Resp(200, payloads.labeled_data(state.annotations(task, as_read=True)))
     if req.method == "DELETE":
         state.clear_annotations(task)
         return Resp(204)

@@ -8,6 +8,13 @@ cookies (unsafe methods then need the ``X-CSRFToken`` header), or an access toke
 Tests seed tasks with ``add_task``, look at the state (``tasks``, ``annotations``), read the
 request log (``requests``: ``(method, path)`` pairs, ``log``: with query and status) and inject
 faults (``fail``, ``delay``).
+
+``mode`` chooses which server it answers as: ``"2.80"`` (the pinned SDK's own version) or ``"2.23"``,
+as a CVAT 2.23.1 server answers (compared field by field with cvat-sdk 2.23.1's models): the
+``about`` payload lacks ``logo_url``/``subtitle``, shapes have no ``score`` (dropped on write), the
+fields later versions added (task ``media_type``, job ``task_name``, data meta ``chapters``, ...)
+are absent, and reading annotations fills in every attribute a shape, tag or track of that label
+has no value for with the attribute's default (what made human shapes read as ``unreviewed``).
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from . import routes
 from .state import STATUSES, BadRequest, NotFound, State, Task, frame_from
 
 DEFAULT_VERSION = "2.80.0"
+MODES = {"2.80": "2.80.0", "2.23": "2.23.1"}
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -43,12 +51,15 @@ class FakeCvatServer:
     """Start with ``start()`` (or as a context manager); ``url`` is then ``http://127.0.0.1:<port>``."""
 
     def __init__(self, *, username: str = "annotator", password: str = "pw-0123-secret",
-                 token: str = "tok-0123456789abcdef", server_version: str = DEFAULT_VERSION,
-                 page_size: int = 10) -> None:
+                 token: str = "tok-0123456789abcdef", server_version: str | None = None,
+                 page_size: int = 10, mode: str = "2.80") -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {sorted(MODES)}")
         self.username, self.password, self.token = username, password, token
-        self.server_version = server_version
+        self.mode = mode
+        self.server_version = server_version or MODES[mode]
         self.page_size = page_size
-        self.state = State(username, password, token)
+        self.state = State(username, password, token, legacy=mode == "2.23")
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []
         self.log: list[dict[str, Any]] = []
@@ -106,6 +117,12 @@ class FakeCvatServer:
                 task.version = 0
             return task.id
 
+    def add_shapes(self, task_id: int, shapes: Iterable[dict[str, Any]]) -> None:
+        """More shapes, as a person (or a tool) adds them (``label`` names allowed)."""
+        with self.lock:
+            task = self.state.task(task_id)
+            self.state.add_annotations(task, {"shapes": [self._with_label_id(task, s) for s in shapes]})
+
     @staticmethod
     def _with_label_id(task: Task, obj: dict[str, Any]) -> dict[str, Any]:
         obj = dict(obj)
@@ -126,8 +143,27 @@ class FakeCvatServer:
         return {label["name"]: label["id"] for label in self.state.task(task_id).labels}[name]
 
     def annotations(self, task_id: int) -> dict[str, Any]:
+        """The task's annotations as stored (what was written, nothing filled in)."""
         with self.lock:
             return self.state.annotations(self.state.task(task_id))
+
+    def read_annotations(self, task_id: int) -> dict[str, Any]:
+        """The task's annotations as the API answers them (in 2.23 mode: defaults filled in)."""
+        with self.lock:
+            return self.state.annotations(self.state.task(task_id), as_read=True)
+
+    @property
+    def legacy(self) -> bool:
+        return self.state.legacy
+
+    def set_attribute(self, task_id: int, shape_id: int, spec_id: int, value: str) -> None:
+        """A person changes one attribute value of a shape (e.g. accepts a proposal) in the UI."""
+        with self.lock:
+            task = self.state.task(task_id)
+            (shape,) = [s for s in task.shapes if s["id"] == shape_id]
+            shape["attributes"] = [a for a in shape["attributes"] if a["spec_id"] != spec_id] + [
+                {"spec_id": spec_id, "value": value}]
+            self.state.touch(task)
 
     def set_status(self, task_id: int, status: str) -> None:
         with self.lock:
@@ -192,6 +228,7 @@ def _routes(fake: FakeCvatServer) -> list[Route]:
         ("POST", r"/api/tasks", routes.create_task, True),
         ("GET", r"/api/tasks/(\d+)", routes.get_task, True),
         ("DELETE", r"/api/tasks/(\d+)", routes.delete_task, True),
+        ("PATCH", r"/api/tasks/(\d+)", routes.patch_task, True),
         ("GET", r"/api/tasks/(\d+)/data/meta", routes.data_meta, True),
         ("GET", r"/api/tasks/(\d+)/data", routes.get_data, True),
         ("POST", r"/api/tasks/(\d+)/data", routes.post_data, True),
@@ -269,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         req = routes.Req(method, path, query, self.headers, body, fake.url)
         resp = self._handle(req)
+        if fake.legacy and isinstance(resp.body, (dict, list)):
+            resp.body = routes.legacy_body(resp.body)
         entry["status"] = resp.status
         self._send(resp)
 

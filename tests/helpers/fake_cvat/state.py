@@ -99,7 +99,8 @@ def frame_from(item: Any, index: int) -> Frame:
 class State:
     """The server's data. Methods raise ``BadRequest``/``NotFound`` like CVAT's validation."""
 
-    def __init__(self, username: str, password: str, token: str) -> None:
+    def __init__(self, username: str, password: str, token: str, *, legacy: bool = False) -> None:
+        self.legacy = legacy  # answer as CVAT 2.23 does (see server.py)
         self.users = {username: {"id": 1, "username": username, "password": password}}
         self.tokens = {token: username}
         self.sessions: dict[str, tuple[str, str]] = {}  # sessionid -> (username, csrftoken)
@@ -228,7 +229,10 @@ class State:
             obj["points"] = [float(p) for p in obj.get("points", [])]
         if kind == "shape":
             obj.setdefault("elements", [])
-            obj.setdefault("score", 0.0)
+            if self.legacy:  # 2.23 has no score field: the serializer drops it
+                obj.pop("score", None)
+            else:
+                obj.setdefault("score", 0.0)
         if kind == "tracked":  # a track's keyframe: no label, group or source of its own
             obj.pop("group", None)
             obj.pop("source", None)
@@ -286,6 +290,17 @@ class State:
         task.version += 1
         self.touch(task)
 
-    def annotations(self, task: Task) -> dict[str, Any]:
-        return copy.deepcopy({"version": task.version, "tags": task.tags, "shapes": task.shapes,
+    def annotations(self, task: Task, *, as_read: bool = False) -> dict[str, Any]:
+        """The stored annotations; ``as_read`` in legacy mode: as a 2.23 server answers a read,
+        with every attribute of an object's label that the object has no value for filled in with
+        the attribute's default (nothing is stored)."""
+        data = copy.deepcopy({"version": task.version, "tags": task.tags, "shapes": task.shapes,
                               "tracks": task.tracks})
+        if as_read and self.legacy:
+            specs = {label["id"]: label["attributes"] for label in task.labels}
+            for obj in data["shapes"] + data["tags"] + data["tracks"]:
+                have = {a["spec_id"] for a in obj.get("attributes") or []}
+                obj["attributes"] = list(obj.get("attributes") or []) + [
+                    {"spec_id": a["id"], "value": a.get("default_value", "")}
+                    for a in specs.get(obj.get("label_id"), []) if a["id"] not in have]
+        return data
