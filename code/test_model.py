@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout without installing
 
-from obdb.cli.environment import require_environment  # noqa: E402
+from obdb.cli.environment import require_environment
 
 require_environment("code/test_model.py")
 

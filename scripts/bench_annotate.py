@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HTTP requests and wall time to push 10k shapes to CVAT: obdb's batched push vs one request per shape.
 
-Both arms talk to the fake CVAT server of the tests (``tests/fake_cvat``: a threaded HTTP server on
+Both arms talk to the fake CVAT server of the tests (``tests/helpers/fake_cvat``: a threaded HTTP server on
 127.0.0.1 answering the real cvat-sdk) and push the same shapes to two identical tasks:
 
 * **batched**: what ``auto_annotate.py tasks`` does after inference: read the task's annotations,
@@ -62,7 +62,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from fake_cvat import FakeCvatServer
+    from helpers.fake_cvat import FakeCvatServer
 
     from obdb.cvat.push import RunOptions, finish, plan_update
     from obdb.cvat.shapes import resolve_shapes

@@ -32,8 +32,8 @@ CPU (read from /proc when the server is the script's subprocess) and client CPU 
 decoding, converting). The per-frame loop's time is about frames x query round trip + shapes x its
 per-shape costs; obdb's is about shapes x its per-shape costs + a few round trips per task.
 
-Arms rotate over ``--rounds`` rounds at each RTT; the ratios are per-frame median ÷ obdb median. Each arm starts from the same heap: the results kept for the
-identity check are frozen out of the garbage collector (``gc.freeze``) first, so no arm's
+Arms rotate over ``--rounds`` rounds at each RTT; the ratios are per-frame median ÷ obdb median.
+Each arm starts from the same heap: the results kept for the identity check are frozen out of the garbage collector (``gc.freeze``) first, so no arm's
 collections walk another arm's objects (within an arm, its earlier tasks' results count, as they do
 in :class:`~obdb.sources.mongo.MongoSource`). Exit status is 0 whatever the ratio (a measurement, not a
 test); 1 if the arms' results differ.

@@ -87,8 +87,7 @@ def load_records(args: argparse.Namespace, tmp: Path):
         name = "data/demo"
     else:
         sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import make_tiny_dataset
-
+        from helpers.tiny_data import make_tiny_dataset
         root = make_tiny_dataset(tmp / "synthetic", videos=8, frames=4, size=args.size)
         data = load_local(root / "annotations", images_dir=root / "images", progress=False)
         name = f"synthetic ({args.size}px)"

@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import bson
 import pytest
 
+from helpers.db_state import database_state
+from helpers.servers import free_port
+from helpers.tiny_data import tiny_settings
 from obdb import cvat
 from obdb.mongo import sync
 from obdb.cli.main import main as obdb_main
 from obdb.mongo.layout import write_task
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "mongo"))
-from conftest import free_port, tiny_settings  # noqa: E402
-from db_state import database_state  # noqa: E402
 
 FRAMES = [(f"fielddata/cam1/video1/video1frame{i:04d}.png", 64, 48) for i in range(4)]
 
@@ -214,8 +211,8 @@ def test_sync_keeps_source_and_review_so_the_mongo_source_applies_the_rule(fake_
     """Proposals (unreviewed, accepted, rejected) → sync → mongo source: human + accepted only."""
     from PIL import Image
 
-    from fake_cvat.scenarios import FRAMES as GT_FRAMES
-    from fake_cvat.scenarios import RULES, expected_boxes, loaded_boxes, seed_proposals
+    from helpers.fake_cvat.scenarios import FRAMES as GT_FRAMES
+    from helpers.fake_cvat.scenarios import RULES, expected_boxes, loaded_boxes, seed_proposals
     from obdb.settings.loader import parse_settings
     from obdb.sources.factory import load_from_settings
 

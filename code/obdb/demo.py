@@ -108,7 +108,7 @@ def _download(dest_dir: Path) -> Path:
            "--disable-pip-version-check", f"{DEMO_PACKAGE}=={DEMO_VERSION}", "-d", str(dest_dir)]
     logger.info("downloading %s: %s", DEMO_WHEEL, " ".join(cmd))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)  # noqa: S603 - fixed argv, no shell
     except (OSError, subprocess.TimeoutExpired) as err:
         raise DemoError(f"pip download failed: {err}; pass --wheel PATH to use a local copy") from None
     wheel = dest_dir / DEMO_WHEEL

@@ -121,7 +121,7 @@ def check_outputs_readable(paths: RunPaths, variants: Sequence[str]) -> None:
         try:
             weights = torch.load(best, map_location="cpu", weights_only=True)
             ok = isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())
-        except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file, pickled code refused, ...
+        except Exception as err:  # truncated zip, not a torch file, pickled code refused, ...
             raise CheckpointError(f"checkpoint {best} cannot be read ({type(err).__name__}: "
                                   f"{' '.join(str(err).split())[:200]}); move it away and rerun") from err
         if not ok:

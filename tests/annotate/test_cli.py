@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from helpers.annotate import XML, key_image
 from obdb.annotate.candidates import missing_candidates
 from obdb.annotate.function import ModelDetectionFunction
 from obdb.cli.annotate import main
@@ -18,9 +19,6 @@ from obdb.cli.main import main as obdb_main
 from obdb.models import ModelSpec, build_detector, save_model
 from obdb.records import ClassMap
 from obdb.split import SplitManifest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annotate_support import XML, key_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("folder", "tasks", "upload-gt", "upload-xml", "missing", "status", "fix-review")
@@ -246,7 +244,7 @@ def test_an_unreachable_server_is_exit_3_with_true_advice(model_file: Path, fake
 
 
 def test_fix_review_command(fake_cvat, cvat_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from fake_cvat.scenarios import OLD_REVIEW, seed_proposals
+    from helpers.fake_cvat.scenarios import OLD_REVIEW, seed_proposals
 
     task_id = seed_proposals(fake_cvat, "old gt", review=OLD_REVIEW)
     args = ["fix-review", "--name", "old gt", "--out", str(tmp_path)]

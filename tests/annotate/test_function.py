@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,10 @@ from cvat_sdk.auto_annotation import DetectionFunctionSpec
 from cvat_sdk.auto_annotation.driver import _AnnotationMapper, _DetectionFunctionContextImpl
 from PIL import Image
 
+from helpers.annotate import FixedDetector, key_image
 from obdb.annotate.function import Detections, ModelDetectionFunction
 from obdb.models import ModelSpec, build_detector, save_model
 from obdb.records import ClassMap
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annotate_support import FixedDetector, key_image  # noqa: E402
 
 CLASSES = ClassMap(("red", "blue"))
 

@@ -6,21 +6,18 @@ assertion follows from predictions the test chose (frames are told apart by a ke
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers.annotate import XML, FixedDetector, key_image
 from obdb.annotate.function import ModelDetectionFunction
 from obdb.annotate.modes import annotate_folder, annotate_tasks, find_missing, set_status
 from obdb.cvat.push import RunOptions
 from obdb.annotate.uploads import upload_xml
 from obdb.cvat import CvatCredentials, CvatError, connect, read_backup
 from obdb.records import ClassMap
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annotate_support import XML, FixedDetector, key_image  # noqa: E402
 
 CLASSES = ClassMap(("red", "blue"))
 
@@ -386,7 +383,7 @@ def test_tasks_mode_checks_every_target_before_predicting(session, fake_cvat, op
 def test_fix_review_gives_old_tasks_the_neutral_default(session, fake_cvat, options, tmp_path: Path) -> None:
     """A task that got review=unreviewed as the default: the default becomes n/a, human objects
     that hold 'unreviewed' get 'n/a', proposals keep their value."""
-    from fake_cvat.scenarios import OLD_REVIEW, seed_proposals
+    from helpers.fake_cvat.scenarios import OLD_REVIEW, seed_proposals
 
     from obdb.annotate.fix_review import fix_review
 

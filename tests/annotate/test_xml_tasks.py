@@ -1,18 +1,15 @@
 """The full-fidelity CVAT XML reader keeps every kind of shape, attribute and flag."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers.annotate import XML
 from obdb.annotate.xml_tasks import read_xml_task, xml_files
 from obdb.sources.contract import SourceError
 from obdb.shapes import shape_box
 from obdb.sources.local import parse_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annotate_support import XML  # noqa: E402
 
 
 def test_every_shape_kind_and_attribute_is_kept(tmp_path: Path) -> None:

@@ -321,10 +321,10 @@ def test_creating_shapes_is_not_retried_after_a_gateway_timeout(fake_cvat, sessi
 
 
 def test_the_real_server_adapter_against_the_fake():
-    """The real-server suite's seeding/inspection adapter (tests/fake_cvat/real.py) works over the
+    """The real-server suite's seeding/inspection adapter (tests/helpers/fake_cvat/real.py) works over the
     REST API alone: checked here against the fake, so it is known to work before a real run."""
-    from fake_cvat.real import RealCvatServer
-    from fake_cvat.server import FakeCvatServer
+    from helpers.fake_cvat.real import RealCvatServer
+    from helpers.fake_cvat.server import FakeCvatServer
 
     with FakeCvatServer(mode="2.23") as fake:
         fake.add_task("someone else's", ["car"], FRAMES[:1])

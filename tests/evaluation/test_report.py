@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from conftest import make_tiny_dataset  # noqa: E402
-
-from obdb.evaluation import coco_evaluation, match_records  # noqa: E402
-from obdb.evaluation.report import ReportOptions, pick_cases, write_report  # noqa: E402
-from obdb.records import ClassMap, ImageRecord  # noqa: E402
+from helpers.tiny_data import make_tiny_dataset
+from obdb.evaluation import coco_evaluation, match_records
+from obdb.evaluation.report import ReportOptions, pick_cases, write_report
+from obdb.records import ClassMap, ImageRecord
 
 CLASSES = ClassMap(("red", "blue"))
 

@@ -3,21 +3,15 @@ query, and test_model on a run whose data came from MongoDB."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-sys.path.insert(0, str(TESTS / "mongo"))
-
-from conftest import make_tiny_dataset, tiny_settings  # noqa: E402
-
-from obdb.evaluation import match_records  # noqa: E402
-from obdb.mongo.results import COLLECTION, store_box_results  # noqa: E402
-from obdb.records import ClassMap, ImageRecord  # noqa: E402
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
+from obdb.evaluation import match_records
+from obdb.mongo.results import COLLECTION, store_box_results
+from obdb.records import ClassMap, ImageRecord
 
 CLASSES = ClassMap(("red", "blue"))
 
@@ -63,10 +57,10 @@ def test_store_box_results(mongo_db) -> None:
 def test_test_model_on_mongo_data_stores_results(mongo_db, mongo_settings, tmp_path: Path) -> None:
     import torch
 
+    from helpers.original_export import write_original_export
     from obdb.cli.test_model import main
     from obdb.models import ModelSpec, build_detector, save_model
     from obdb.mongo.snapshot import import_snapshot, snapshot_files
-    from original_export import write_original_export
 
     data = make_tiny_dataset(tmp_path / "data", videos=2, frames=2)
     export = write_original_export(sorted((data / "annotations").glob("*.xml")), tmp_path / "export")

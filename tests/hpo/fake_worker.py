@@ -21,15 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "code"))
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-import obdb.pipeline as pipeline  # noqa: E402
-from obdb.cli.runner import main  # noqa: E402
-from obdb.training import EpochResult, Trainer, TrainState  # noqa: E402
+import obdb.pipeline as pipeline  # obdb through the PYTHONPATH that start_worker() sets
+from obdb.cli.runner import main
+from obdb.training import EpochResult, Trainer, TrainState
 
 CALLS = 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,6 +14,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from torch import nn
 
+from helpers.servers import PG_URL, postgres_up
 from obdb.hpo import (PruneHook, SearchResult, build_pruner, build_sampler, n_startup_trials, open_storage, redact,
                       run_search, storage_url, study_name, suggest)
 from obdb.hpo.storage import ENV_VAR
@@ -339,10 +339,6 @@ def test_redact_hides_passwords(url: str, expected: str) -> None:
 
 
 # --- PostgreSQL (the storage several workers share) -------------------------------------------
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import PG_URL, postgres_up  # noqa: E402
-
-
 
 @pytest.mark.skipif(not postgres_up(), reason="no PostgreSQL on 127.0.0.1:5432 (CI starts one)")
 def test_search_on_postgresql_continues_across_reruns() -> None:

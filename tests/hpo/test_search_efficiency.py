@@ -1,9 +1,8 @@
 """Spending search compute where it matters: pruning (synthetic curves and one real fit), warm
-starts from settings, earlier searches and earlier studies, continuing a study, parallel-safe TPE."""
+starts from settings, earlier searches and earlier studies, continuing a study."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import optuna
@@ -11,14 +10,11 @@ import pytest
 import torch
 from optuna.trial import TrialState, create_trial
 
+from hpo.test_hpo import BASE, LOG_SCALE, SPACE, Objective, fake_trainer, load, quality
 from obdb.hpo import PruneHook, build_pruner, build_sampler, open_storage, run_search, storage_url
 from obdb.hpo.storage import ENV_VAR
 from obdb.hpo.warmstart import WarmStart, WarmStartError, from_study, previous_search, resolve
 from obdb.settings.schema import HyperParams, ParamRange
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_hpo import BASE, LOG_SCALE, SPACE, Objective, fake_trainer, load, quality  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -34,7 +30,7 @@ def url(tmp_path: Path) -> str:
 
 
 def search(objective: Objective, url: str, *, max_trials: int, pruner: str = "none", epochs: int = 3,
-           warm_start: list = (), name: str = "exp-resnet18", seed: int = 0):  # noqa: ANN201
+           warm_start: list = (), name: str = "exp-resnet18", seed: int = 0):
     return run_search(objective, name=name, storage=open_storage(url),
                       sampler=build_sampler("tpe", n_startup_trials=2, seed=seed),
                       pruner=build_pruner(pruner, warmup_epochs=1, max_epochs=epochs), space=SPACE,
@@ -45,7 +41,7 @@ def search(objective: Objective, url: str, *, max_trials: int, pruner: str = "no
 class CurveObjective(Objective):
     """Plays each trial's curve through the hooks with a trainer that knows its last epoch."""
 
-    def __call__(self, params, number, hooks):  # noqa: ANN001, ANN204
+    def __call__(self, params, number, hooks):
         self.calls.append((number, params))
         curve = self.curve(params, number)
         for epoch, score in enumerate(curve, start=1):
@@ -123,7 +119,7 @@ def test_a_real_fit_is_stopped_by_the_prune_hook(tiny_data: Path, tmp_path: Path
     assert "TrialPruned" in events.Tensors("stop_reason/text_summary")[0].tensor_proto.string_val[0].decode()
 
 
-def fit_config(spec):  # noqa: ANN001, ANN201
+def fit_config(spec):
     from obdb.training.fit import FitConfig
 
     return FitConfig(spec=spec, device=torch.device("cpu"), batch_size=3, workers=0, warmup_iters=2, progress=False)
@@ -180,7 +176,7 @@ def test_warm_start_from_an_earlier_study_and_a_best_params_file(url: str, tmp_p
 
 
 def test_pipeline_warm_starts_settings_then_earlier_search_then_named(tmp_path: Path, tiny_data: Path) -> None:
-    from conftest import tiny_settings
+    from helpers.tiny_data import tiny_settings
     from obdb.pipeline import RunError, run_paths, warm_starts
     from obdb.settings import load_settings
 
@@ -201,8 +197,3 @@ def test_pipeline_warm_starts_settings_then_earlier_search_then_named(tmp_path: 
     missing = settings.model_copy(update={"hpo": settings.hpo.model_copy(update={"warm_start_from": ["missing"]})})
     with pytest.raises(RunError, match="warm_start_from"):
         warm_starts(missing, "resnet18", paths, open_storage(storage_path), BASE)
-
-
-def test_tpe_is_parallel_safe() -> None:
-    sampler = build_sampler("tpe", n_startup_trials=3, seed=0)
-    assert sampler._constant_liar and sampler._multivariate  # noqa: SLF001 - running trials count as bad

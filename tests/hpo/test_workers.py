@@ -21,12 +21,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from helpers.servers import PG_URL, postgres_up
+from helpers.tiny_data import tiny_settings
 from obdb.hpo import open_storage
 from obdb.hpo.coordination import DatabaseLock, claim_final
 from obdb.hpo.storage import ENV_VAR
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import PG_URL, postgres_up, tiny_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("fake_worker.py")
@@ -58,7 +57,7 @@ def write_settings(tiny_data: Path, tmp_path: Path, experiment: str, grace_perio
 def start_worker(settings: Path, tmp_path: Path, worker: str, **env: str) -> subprocess.Popen[str]:
     environ = {k: v for k, v in os.environ.items() if k != ENV_VAR}
     environ.update({"OBDB_WORKER_ID": worker, "FAKE_LOG": str(tmp_path / f"{worker}.jsonl"),
-                    "OMP_NUM_THREADS": "1", **env})
+                    "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "code"), **env})
     log = open(tmp_path / f"{worker}.log", "w")
     return subprocess.Popen([sys.executable, str(WORKER), "-f", str(settings), "--progress", "false"],
                             stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT, text=True)
@@ -176,11 +175,12 @@ def test_database_locks_exclude_each_other_and_die_with_their_holder(experiment:
     assert claim_final(storage, f"{experiment}-resnet18").held  # released (and the next one GC-closed)
 
     # a holder that dies releases its lock with its connection
-    code = ("import sys, time; sys.path.insert(0, 'code'); from obdb.hpo import open_storage; "
+    code = ("import time; from obdb.hpo import open_storage; "
             "from obdb.hpo.coordination import DatabaseLock; "
             f"lock = DatabaseLock(open_storage({PG_URL!r}), {experiment + '-held'!r}); "
             "assert lock.try_acquire(); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "code")})
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         assert not DatabaseLock(storage, f"{experiment}-held").try_acquire()

@@ -1,17 +1,14 @@
 """Box rules: degenerate, partly/fully outside the image, duplicate boxes."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lint_helpers import record, save, settings, texture  # noqa: E402
-
-from obdb.lint import lint  # noqa: E402
-from obdb.lint.boxes import iou_matrix  # noqa: E402
+from helpers.lint_images import record, save, settings, texture
+from obdb.lint import lint
+from obdb.lint.boxes import iou_matrix
 
 
 @pytest.fixture()

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lint_helpers import record, save, settings, texture  # noqa: E402
-
-from obdb.lint import lint  # noqa: E402
+from helpers.lint_images import record, save, settings, texture
+from obdb.lint import lint
 
 
 def brightened_jpeg(path: Path, seed: int) -> Path:

@@ -1,17 +1,14 @@
 """Image rules: readable, not truncated, size limits, extension vs content, size mismatch, facts cache."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lint_helpers import corrupt_png_pixels, record, rules, save, settings, texture, truncate  # noqa: E402
-
-from obdb.lint import lint  # noqa: E402
-from obdb.lint.images import inspect_all  # noqa: E402
-from obdb.imageio import probe_image  # noqa: E402
+from helpers.lint_images import corrupt_png_pixels, record, rules, save, settings, texture, truncate
+from obdb.imageio import probe_image
+from obdb.lint import lint
+from obdb.lint.images import inspect_all
 
 
 def only(result, image_id: str):  # type: ignore[no-untyped-def]

@@ -1,14 +1,11 @@
 """Labels missing from the class map: boxes dropped, counted per label, listed per image."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lint_helpers import record, save, settings, texture  # noqa: E402
-
-from obdb.lint import lint  # noqa: E402
-from obdb.records import ClassMap  # noqa: E402
+from helpers.lint_images import record, save, settings, texture
+from obdb.lint import lint
+from obdb.records import ClassMap
 
 
 def test_unknown_labels_are_dropped_and_counted(tmp_path: Path) -> None:

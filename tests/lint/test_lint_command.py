@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import make_tiny_dataset, tiny_settings  # noqa: E402
-from lint_helpers import corrupt_png_pixels  # noqa: E402
-
-from obdb import pipeline  # noqa: E402
-from obdb.cli.main import main  # noqa: E402
-from obdb.settings import load_settings  # noqa: E402
-from obdb.imageio import probe_image  # noqa: E402
+from helpers.lint_images import corrupt_png_pixels
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
+from obdb import pipeline
+from obdb.cli.main import main
+from obdb.imageio import probe_image
+from obdb.settings import load_settings
 
 BAD = "video01_frame0001.png"
 FAST_SPLIT = {"method": "group", "val_fraction": 0.25, "tsne": {"features": "pixels", "clusters": 2}}

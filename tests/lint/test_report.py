@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lint_helpers import record, save, texture, truncate  # noqa: E402
-
-from obdb.lint import RULES, LintError, lint, lint_for_run  # noqa: E402
-from obdb.records import AnnotationSet, ClassMap, SkippedImage  # noqa: E402
-from obdb.settings import parse_settings  # noqa: E402
-from obdb.settings.schema import LintSettings  # noqa: E402
+from helpers.lint_images import record, save, texture, truncate
+from obdb.lint import RULES, LintError, lint, lint_for_run
+from obdb.records import AnnotationSet, ClassMap, SkippedImage
+from obdb.settings import parse_settings
+from obdb.settings.schema import LintSettings
 
 
 def run_settings(tmp_path: Path, **lint: object):  # type: ignore[no-untyped-def]

@@ -3,13 +3,13 @@ clear error (without the password) when the server does not answer."""
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
 import pymongo
 import pytest
 
+from helpers.servers import SecantusServer, free_port
 from obdb.mongo.connection import (
     MongoConfigError,
     MongoUnavailable,
@@ -19,9 +19,6 @@ from obdb.mongo.connection import (
     redact_uri,
 )
 from obdb.settings.schema import MongoSettings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import SecantusServer, free_port  # noqa: E402
 
 
 def settings(**values) -> MongoSettings:

@@ -1,9 +1,7 @@
 """Writing tasks in the original layout: exact names, idempotent, never half-replaced."""
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pymongo.collection
 import pytest
@@ -20,8 +18,7 @@ from obdb.mongo.layout import (
     write_task,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_reader import read_task  # noqa: E402
+from helpers.reference_reader import read_task
 
 UPDATED = datetime(2023, 5, 8, 12, 29, 12, tzinfo=timezone.utc)
 

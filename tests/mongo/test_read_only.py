@@ -3,7 +3,6 @@ create no database, collection or index in the user's MongoDB and change no docu
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,9 @@ from bson import json_util
 
 from obdb.cli.main import main as obdb
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import make_tiny_dataset, tiny_settings  # noqa: E402
-from db_state import database_state  # noqa: E402
-from original_export import original_documents  # noqa: E402
+from helpers.db_state import database_state
+from helpers.original_export import original_documents
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,20 @@ byte-stable, bad lines are reported with file and line, and imports are idempote
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from bson import ObjectId
 
+from helpers.original_export import write_original_export
+from helpers.servers import free_port
+from helpers.tiny_data import make_tiny_dataset
 from obdb.cli.main import main as obdb
 from obdb.mongo.layout import find_tasks, write_task
 from obdb.mongo.snapshot import SnapshotError, export_snapshot, import_snapshot, snapshot_files
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port, make_tiny_dataset  # noqa: E402
-from original_export import write_original_export  # noqa: E402
-from reference_reader import read_task  # noqa: E402
+from helpers.reference_reader import read_task
 
 FILES = ("tasks.json", "meta.json", "annotation_data.json")
 

@@ -21,19 +21,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-from conftest import free_port, make_tiny_dataset, tiny_settings  # noqa: E402
-from reliability_support import (AUTO_ANNOTATE, DAMAGE, OBDB, QUIET, RUNNER, TEST_MODEL, Outcome, changes,  # noqa: E402
-                                 fingerprint, run, run_forked, run_parallel, write_earlier_run, write_model_files)
+from helpers.reliability import (AUTO_ANNOTATE, DAMAGE, OBDB, QUIET, RUNNER, TEST_MODEL, Outcome, changes, fingerprint,
+                                 run, run_forked, run_parallel, write_earlier_run, write_model_files)
+from helpers.servers import free_port
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
 
 # what a run that failed in its data stage may add: its log and the data check report; rows that
 # fail earlier (settings, arguments, models) must add nothing at all

@@ -8,7 +8,6 @@ fake CVAT server records every uploaded byte, so the tests check what really lef
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "annotate"))
-from annotate_support import key_image  # noqa: E402
-from reliability_support import png_header_only  # noqa: E402
-
-import obdb.annotate.uploads as uploads  # noqa: E402
-from obdb.cli.annotate import main  # noqa: E402
-from obdb.evaluation.predict import evaluate  # noqa: E402
-from obdb.models import ModelSpec, build_detector, save_model  # noqa: E402
-from obdb.records import ClassMap, ImageRecord  # noqa: E402
+import obdb.annotate.uploads as uploads
+from helpers.annotate import key_image
+from helpers.reliability import png_header_only
+from obdb.cli.annotate import main
+from obdb.evaluation.predict import evaluate
+from obdb.models import ModelSpec, build_detector, save_model
+from obdb.records import ClassMap, ImageRecord
 
 CLASSES = ClassMap(("red", "blue"))
 

@@ -14,7 +14,6 @@ import os
 import random
 import resource
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,19 +23,15 @@ import pytest
 import torch
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "mongo"))
-from conftest import SecantusServer, free_port, make_tiny_dataset, tiny_settings  # noqa: E402
-from fault_support import (MongoRelay, PrivatePostgres, Runner, broken_outputs, can_mount_tmpfs,  # noqa: E402
-                           private_postgres_problem, read_only_dir, run_to_end, shrink_tmpfs, temp_files, tmpfs,
-                           trial_record, trials)
-
-from obdb.models import load_model  # noqa: E402
-from obdb.training import Hook, Trainer  # noqa: E402
-from obdb.training import hooks as hooks_module  # noqa: E402
-from obdb.training.hooks import CheckpointHook, EvalHook  # noqa: E402
+from helpers.faults import (MongoRelay, PrivatePostgres, Runner, broken_outputs, can_mount_tmpfs,
+                            private_postgres_problem, read_only_dir, run_to_end, shrink_tmpfs, temp_files, tmpfs,
+                            trial_record, trials)
+from helpers.servers import SecantusServer, free_port
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
+from obdb.models import load_model
+from obdb.training import Hook, Trainer
+from obdb.training import hooks as hooks_module
+from obdb.training.hooks import CheckpointHook, EvalHook
 
 VARIANT = "resnet18"
 STUDY = f"tiny-{VARIANT}"
@@ -241,8 +236,8 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_output(data: Path, tmp_p
 def mongo_with_tiny_data(data: Path, folder: Path) -> SecantusServer:
     """A MongoDB server this test owns, holding the tiny data set's tasks in the original layout."""
     import pymongo
-    from original_export import write_original_export
 
+    from helpers.original_export import write_original_export
     from obdb.mongo.snapshot import import_snapshot, snapshot_files
 
     server = SecantusServer(folder / "mongo")
@@ -392,9 +387,7 @@ def test_cvat_timeouts_mid_upload_then_a_rerun_converges(fake_cvat, cvat_session
     """auto_annotate into a task: a read that times out is retried; a shape upload that times out
     is not (it may have been applied: here it was) and fails clearly. The task keeps every human
     shape and whole chunks only; the rerun adds exactly the rest, no duplicate."""
-    sys.path.insert(0, str(HERE.parent / "annotate"))
-    from annotate_support import FixedDetector, key_image
-
+    from helpers.annotate import FixedDetector, key_image
     from obdb.annotate.function import ModelDetectionFunction
     from obdb.annotate.modes import annotate_tasks
     from obdb.cvat.push import RunOptions

@@ -11,23 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "lint"))
-from conftest import make_tiny_dataset, tiny_settings  # noqa: E402
-from lint_helpers import corrupt_png_pixels  # noqa: E402
-from reliability_support import DAMAGE, OBDB, QUIET, run, run_parallel  # noqa: E402
+from helpers.lint_images import corrupt_png_pixels
+from helpers.reliability import DAMAGE, OBDB, QUIET, run, run_parallel
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
+from obdb.cli import annotate, db, lint, review, runner, split, sync, test_model
+from obdb.cli.common import BoolAction, parse_bool
+from obdb.settings import SettingsError, apply_overrides
 
-from obdb.cli import annotate, db, lint, review, runner, split, sync, test_model  # noqa: E402
-from obdb.cli.common import BoolAction, parse_bool  # noqa: E402
-from obdb.settings import SettingsError, apply_overrides  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 SOURCE_REASONS = {"truncated": "corrupt or truncated image", "zero_bytes": "empty image file (0 bytes)",
                   "text_named_png": "not a readable image", "huge_header": "image too large to open safely"}

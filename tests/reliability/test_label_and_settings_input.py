@@ -13,27 +13,22 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-from conftest import make_tiny_dataset, tiny_settings  # noqa: E402
-from reliability_support import QUIET, RUNNER, changes, fingerprint, run, run_parallel  # noqa: E402
-
-from obdb.evaluation.report import markdown as evaluation_markdown  # noqa: E402
-from obdb.lint.report import to_markdown as lint_markdown  # noqa: E402
-from obdb.lint.run import lint  # noqa: E402
-from obdb.markdown import cell  # noqa: E402
-from obdb.records import ClassMap, ImageRecord, LabelError, normalise_label  # noqa: E402
-from obdb.settings import parse_settings  # noqa: E402
-from obdb.settings.loader import SettingsError, load_settings  # noqa: E402
-from obdb.settings.schema import LintSettings  # noqa: E402
-from obdb.sources.local import load_local  # noqa: E402
+from helpers.reliability import QUIET, RUNNER, changes, fingerprint, run, run_parallel
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
+from obdb.evaluation.report import markdown as evaluation_markdown
+from obdb.lint.report import to_markdown as lint_markdown
+from obdb.lint.run import lint
+from obdb.markdown import cell
+from obdb.records import ClassMap, ImageRecord, LabelError, normalise_label
+from obdb.settings import parse_settings
+from obdb.settings.loader import SettingsError, load_settings
+from obdb.settings.schema import LintSettings
+from obdb.sources.local import load_local
 
 FIRST_XML = "annotations/gt_train_video00.xml"
 

@@ -184,7 +184,7 @@ def test_storage_password_in_an_override_is_not_stored(settings_file: Any, fake_
     a reachable storage): neither manifest.json nor the log file keeps it."""
     path = settings_file()
     save_dir = Path(json.loads(path.read_text())["save_dir"])
-    override = f"hpo.storage=postgresql://u:S3CRET@127.0.0.1:1/db?password=S3CRET"
+    override = "hpo.storage=postgresql://u:S3CRET@127.0.0.1:1/db?password=S3CRET"
     monkeypatch.setattr(pipeline, "check_reachable", lambda url: None)
     monkeypatch.setattr(pipeline, "is_shared", lambda url: False)  # keep the study lock on a file
     monkeypatch.setattr(pipeline, "storage_url", lambda configured, save: f"sqlite:///{save / 'optuna.db'}")

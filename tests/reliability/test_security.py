@@ -8,7 +8,10 @@ and the fake CVAT server, and then searches stdout, stderr and every byte of eve
 """
 from __future__ import annotations
 
+import ast
 import json
+import re
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -17,69 +20,75 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "mongo"))
-from conftest import free_port, make_tiny_dataset, tiny_settings  # noqa: E402
-from reliability_support import AUTO_ANNOTATE, OBDB, QUIET, ROOT, RUNNER, Outcome, run, run_parallel  # noqa: E402
-from secrets_support import AuthMongo, Secrets, files_with, leaks  # noqa: E402
-from source_scan import scan_python, scan_shell, scan_tree  # noqa: E402
+from helpers.reliability import AUTO_ANNOTATE, OBDB, QUIET, ROOT, RUNNER, Outcome, run, run_parallel
+from helpers.secret_leaks import AuthMongo, Secrets, files_with, leaks
+from helpers.servers import free_port
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
 
-# Every use of a pattern the scan looks for, with the reason it is safe. A new use fails the test
-# until it is removed or justified here.
-ALLOWED = {
-    ("code/obdb/training/distributed.py", "broadcast_object_list() (pickles its objects)"):
-        "rank 0's small results go to the other ranks of the same torchrun job over the job's own process "
-        "group: trusted peers started together, never a file or user input",
+# --------------------------------------------------------------------------- code that runs data as code
+# ruff's bandit rules (S) and banned APIs (TID251, pyproject.toml) catch these; .ci/run fails on them.
+RUFF_SAMPLE = {
+    "import pickle": {"TID251"}, "import marshal": {"TID251"}, "import shelve": {"TID251"},
+    "import dill": {"TID251"}, "import cloudpickle": {"TID251"}, "import joblib": {"TID251"},
+    "import torch.distributed as dist": set(), "import yaml": set(), "import subprocess, os": set(),
+    "pickle.loads(data)": {"S301"}, "marshal.loads(data)": {"S302"}, "shelve.open(path)": {"S301"},
+    "dill.loads(data)": {"S301"}, "eval('1 + 1')": {"S307"}, "exec(code)": {"S102"}, "model.eval()": set(),
+    "yaml.load(text)": {"S506"}, "yaml.load(text, Loader=yaml.SafeLoader)": set(),
+    "yaml.unsafe_load(text)": {"TID251"}, "yaml.full_load(text)": {"TID251"},
+    "subprocess.run('ls -l', shell=True)": {"S602"}, "os.system('ls')": {"S605"}, "os.popen('ls')": {"S605"},
+    "subprocess.getoutput('ls')": {"S605"}, "dist.all_gather_object(out, obj)": {"TID251"},
+    "dist.broadcast_object_list(box)": {"TID251"},
 }
 
 
-# --------------------------------------------------------------------------- the source scan
-def test_no_code_runs_data_as_code() -> None:
-    found = scan_tree(ROOT, ["code", "scripts", "docker"])
-    new = [str(f) for f in found if (f.path, f.kind) not in ALLOWED]
-    assert new == [], "unsafe loading or code execution (remove it, or justify it in ALLOWED):\n" + "\n".join(new)
-    stale = set(ALLOWED) - {(f.path, f.kind) for f in found}
-    assert not stale, f"ALLOWED lists uses that are gone: {stale}"
+def test_ruff_catches_every_way_to_run_data_as_code() -> None:
+    lines = ["data = path = code = text = out = obj = box = model = None", *RUFF_SAMPLE]
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "json", "--stdin-filename",
+                           "code/obdb/sample.py", "-"], input="\n".join(lines) + "\n", capture_output=True,
+                          text=True, cwd=ROOT)
+    found: dict[str, set[str]] = {line: set() for line in RUFF_SAMPLE}
+    for finding in json.loads(done.stdout):
+        if finding["code"].startswith(("S", "TID")) and finding["code"] != "S607":  # S607: "ls" from PATH
+            found[lines[finding["location"]["row"] - 1]].add(finding["code"])
+    assert found == RUFF_SAMPLE, done.stderr
 
 
-def test_the_scan_finds_every_pattern_and_ignores_prose() -> None:
-    sample = '''"""Never a pickle, never eval(); torch.load(path) appears only in this docstring."""
-import pickle
-from dill import loads
-import subprocess, os, torch, yaml, numpy as np
-model.eval()  # a method of the same name is fine
-eval("1 + 1")
-exec(code)
-torch.load(path)
-torch.load(path, weights_only=False)
-torch.load(path, weights_only=True)
-yaml.load(text)
-yaml.load(text, Loader=yaml.SafeLoader)
-yaml.unsafe_load(text)
-subprocess.run("ls", shell=True)
-subprocess.run(["ls"])
-os.system("ls")
-np.load(path, allow_pickle=True)
-np.load(path)
-dist.all_gather_object(out, obj)
-'''
-    kinds = [(f.line, f.kind) for f in scan_python(sample, "sample.py")]
-    assert kinds == [(2, "import pickle"), (3, "from dill import"), (6, "eval()"), (7, "exec()"),
-                     (8, "torch.load without weights_only=True"), (9, "torch.load without weights_only=True"),
-                     (11, "yaml.load without a safe Loader"), (13, "yaml.unsafe_load()"),
-                     (14, "subprocess.run(shell=True)"), (16, "os.system() (runs a shell)"),
-                     (17, "np.load() of a pickle"), (19, "all_gather_object() (pickles its objects)")]
-    shell = scan_shell('# eval is not used here\nx=1; eval "$cmd"\nevaluate --now\n', "s.sh")
-    assert [(f.line, f.kind) for f in shell] == [(2, "shell eval")]
+def unsafe_calls(text: str) -> list[int]:
+    """Lines of what ruff has no rule for: ``torch.load`` without ``weights_only=True``,
+    ``np.load(allow_pickle=True)``, ``compile()`` and ``__import__()``."""
+    lines = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call):
+            func, kw = ast.unparse(node.func), {k.arg: ast.unparse(k.value) for k in node.keywords}
+            if (func == "torch.load" and kw.get("weights_only") != "True") or kw.get("allow_pickle") == "True" \
+                    or func in {"compile", "__import__"}:
+                lines.append(node.lineno)
+    return lines
+
+
+SHELL_EVAL = re.compile(r"(^|[;&|(`]|\bthen|\bdo)\s*eval\b")
+
+
+def test_no_code_runs_data_as_code_where_ruff_has_no_rule() -> None:
+    sample = ('"""torch.load(path) only in prose."""\nmodel.eval()\ntorch.load(p)\ntorch.load(p, weights_only=False)\n'
+              'torch.load(p, weights_only=True)\nnp.load(p, allow_pickle=True)\nnp.load(p)\ncompile(s, "f", "exec")\n')
+    assert unsafe_calls(sample) == [3, 4, 6, 8]
+    assert [bool(SHELL_EVAL.search(line)) for line in ('# eval here', 'x=1; eval "$cmd"', "evaluate")] == \
+           [False, True, False]
+    files = [path for folder in ("code", "scripts", "docker") for path in sorted((ROOT / folder).rglob("*"))]
+    found = [f"{path.relative_to(ROOT)}:{line}" for path in files if path.suffix == ".py"
+             for line in unsafe_calls(path.read_text(encoding="utf-8"))]
+    found += [f"{path.relative_to(ROOT)}:{number}" for path in files if path.suffix == ".sh"
+              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+              if not line.lstrip().startswith("#") and SHELL_EVAL.search(line)]
+    assert found == [], "unsafe loading or code execution:\n" + "\n".join(found)
 
 
 # --------------------------------------------------------------------------- known secrets
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The secrets, a MongoDB with auth and two users, the fake CVAT server, data and settings."""
-    from fake_cvat.server import FakeCvatServer
+    from helpers.fake_cvat.server import FakeCvatServer
 
     root = tmp_path_factory.mktemp("secrets")
     values = Secrets()
@@ -230,8 +239,7 @@ ABSENT = [".*", "^gt", "[ab]", "gt", "$regex", '{"$gt": ""}']
 def odd_tasks(mongo_db: Any, tmp_path: Path) -> Path:
     """One task per name in STORED (one image each from the tiny data), as the original system's
     mongoexport files imported into a fresh database; returns the data folder."""
-    from original_export import write_original_export
-
+    from helpers.original_export import write_original_export
     from obdb.mongo.snapshot import import_snapshot, snapshot_files
     from obdb.sources.cvat_xml import CvatBox, CvatImage, write_cvat_xml
 

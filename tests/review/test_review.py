@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,14 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from obdb.evaluation import box_iou  # noqa: E402
-from obdb.records import ClassMap, ImageRecord  # noqa: E402
-from obdb.review import Problem, ReviewThresholds, rank_problems  # noqa: E402
-from obdb.review.folds import group_folds  # noqa: E402
-from obdb.review.report import write_review  # noqa: E402
+from obdb.evaluation import box_iou
+from obdb.records import ClassMap, ImageRecord
+from obdb.review import Problem, ReviewThresholds, rank_problems
+from obdb.review.folds import group_folds
+from obdb.review.report import write_review
 
 CLASSES = ClassMap(("red", "blue"))
 

@@ -1,20 +1,17 @@
 """The CVAT source (data.source = "cvat") against the fake CVAT server."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.tiny_data import LABELS, make_tiny_dataset, tiny_settings
 from obdb import cvat
 from obdb.prepare import load_annotations
 from obdb.settings.loader import parse_settings
 from obdb.sources.contract import SourceError
 from obdb.sources.local import parse_file
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import LABELS, make_tiny_dataset, tiny_settings  # noqa: E402
 
 
 @pytest.fixture()
@@ -121,7 +118,7 @@ def test_empty_frames_tracks_and_exact_names(cvat_env, tmp_path):
 @pytest.mark.parametrize("rule", ["accepted", "all", "none"])
 def test_only_human_and_accepted_shapes_are_ground_truth(cvat_env, data, tmp_path, rule, caplog):
     """Proposals (source auto) count only once a person accepted them (data.cvat.include_auto)."""
-    from fake_cvat.scenarios import expected_boxes, loaded_boxes, seed_proposals
+    from helpers.fake_cvat.scenarios import expected_boxes, loaded_boxes, seed_proposals
 
     seed_proposals(cvat_env, "gt_val_proposals")
     block = {} if rule == "accepted" else {"include_auto": rule}
@@ -156,7 +153,7 @@ def _closed_port() -> int:
 
 def test_review_and_test_model_score_against_the_same_ground_truth(cvat_env, data, tmp_path):
     """test_model.py -f and obdb review load through the source: proposals not accepted stay out."""
-    from fake_cvat.scenarios import expected_boxes, loaded_boxes, seed_proposals
+    from helpers.fake_cvat.scenarios import expected_boxes, loaded_boxes, seed_proposals
 
     from obdb.records import ClassMap
     from obdb.prepare import prepare

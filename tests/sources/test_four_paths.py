@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from obdb.settings import parse_settings
 from obdb.sources import driver
 from obdb.shapes import shape_box
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import tiny_settings  # noqa: E402
+from helpers.tiny_data import tiny_settings
 
 TASK = "gt_train_S1_cam_V1"
 LABELS = ["weed", "crop"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,10 @@ import pytest
 from bson import ObjectId
 from PIL import Image
 
+from helpers.original_export import write_original_export
+from helpers.reference_reader import read_task, task_to_parsed
+from helpers.servers import free_port
+from helpers.tiny_data import make_tiny_dataset, tiny_settings
 from obdb.mongo.layout import BATCH, find_tasks, read_task_frames, write_task
 from obdb.mongo.snapshot import import_snapshot, snapshot_files
 from obdb.prepare import load_annotations
@@ -21,13 +24,6 @@ from obdb.records import ImageRecord
 from obdb.settings import load_settings
 from obdb.sources.contract import SourceError
 from obdb.sources.mongo import frames_to_task
-
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-sys.path.insert(0, str(TESTS / "mongo"))
-from conftest import free_port, make_tiny_dataset, tiny_settings  # noqa: E402
-from original_export import write_original_export  # noqa: E402
-from reference_reader import read_task, task_to_parsed  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from helpers.original_export import write_original_export
+from helpers.original_layout import (S1, S2, Layout, build_original_layout, neighbours_across,
+                                     sides_per_recording)
 from obdb.cli.main import main
+from obdb.mongo.snapshot import import_snapshot, snapshot_files
 from obdb.prepare import load_annotations
 from obdb.settings import parse_settings
 from obdb.sources.grouping import assign_groups, frame_group, strip_split_prefix
@@ -21,15 +24,6 @@ from obdb.split import split_for_run
 from obdb.split.leakage import neighbour_pairs, sequence_key
 from obdb.split.report import summary_lines
 from obdb.split.service import SplitLeakError
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "mongo"))
-from original_layout import (S1, S2, Layout, build_original_layout, neighbours_across,  # noqa: E402
-                             sides_per_recording)
-from original_export import write_original_export  # noqa: E402
-
-from obdb.mongo.snapshot import import_snapshot, snapshot_files  # noqa: E402
 
 FAST = {"features": "pixels", "clusters": 2, "thumbnails": False, "pca_dims": 8, "perplexity": 5.0}
 #: The original system's grouping, by task: splits every video into its train and val task.

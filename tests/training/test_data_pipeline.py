@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.tiny_data import LABELS
 from obdb.evaluation import coco_metrics
 from obdb.image_cache import INDEX
 from obdb.models import ModelSpec
@@ -22,10 +22,7 @@ from obdb.split import TRAIN, VAL, make_split
 from obdb.training import Trainer, build_optimizer, build_scheduler
 from obdb.training.fit import FitConfig, FitData, fit, to_record_pixels
 from obdb.training.trainer import DATA_WAIT_WARN
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import LABELS  # noqa: E402
-from training.test_trainer import TinyDetector, fake_loader  # noqa: E402
+from training.test_trainer import TinyDetector, fake_loader
 
 CPU = torch.device("cpu")
 CLASSES = ClassMap(LABELS)
@@ -78,7 +75,7 @@ class SlowLoader:
         self.delay = delay
         self.batches = fake_loader()
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         for batch in self.batches:
             time.sleep(self.delay)
             yield batch
@@ -90,7 +87,7 @@ class SlowLoader:
 class SteadyDetector(TinyDetector):
     """A step that takes at least 20 ms, like real training does, so the ratio is meaningful."""
 
-    def forward(self, images, targets):  # noqa: ANN001, ANN201
+    def forward(self, images, targets):
         time.sleep(0.02)
         return super().forward(images, targets)
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from obdb.hpo.space import suggest
-from obdb.settings.schema import HyperParams, ParamRange
+from obdb.settings.schema import HyperParams
 from obdb.training import BackboneFreezeHook, CheckpointHook, EvalHook, Hook, Trainer
 from obdb.training.fit import FitConfig, freeze_epochs
 from obdb.training.optim import build_optimizer, build_scheduler, warmup_factor

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # and the next) would refuse the 2.2x servers many teams still run. Of the endpoints obdb uses, only
 # ``/api/server/about`` answers those servers in a form the pinned SDK's (2.80.0) model rejects (no
 # ``logo_url``/``subtitle``; compared with cvat-sdk 2.23.1's models), so it is read as raw JSON.
-# Tested against the fake server in its 2.80 and 2.23 modes (tests/fake_cvat).
+# Tested against the fake server in its 2.80 and 2.23 modes (tests/helpers/fake_cvat).
 OLDEST_SERVER, NEWEST_SERVER = (2, 20), (2, 81)
 SUPPORTED_SERVER_VERSIONS = (f"{OLDEST_SERVER[0]}.{OLDEST_SERVER[1]}", f"{NEWEST_SERVER[0]}.{NEWEST_SERVER[1]}")
 # HTTP statuses worth another try. A non-idempotent request (creating shapes) is retried only on

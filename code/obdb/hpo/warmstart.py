@@ -105,7 +105,7 @@ def check_entries(entries: Sequence[str], url: str) -> None:
                                  f"storage {db} does not exist yet")
     try:
         names = {s.study_name for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)}
-    except Exception as err:  # noqa: BLE001 - a damaged or foreign database file: say which
+    except Exception as err:  # a damaged or foreign database file: say which
         raise WarmStartError(f"hpo.warm_start_from: the study storage cannot be read ({type(err).__name__}: "
                              f"{redact(' '.join(str(err).split()))[:200]})") from err
     for name in studies:

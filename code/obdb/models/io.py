@@ -67,7 +67,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - load_weights_file below gives the clear error
         payload = load_weights_file(path)  # not mmap-able (legacy format) or not ours: clear error
     return _check_payload(payload, path)["header"]
 

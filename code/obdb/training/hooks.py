@@ -169,7 +169,7 @@ class BackboneFreezeHook(Hook):
             for parameter in body.parameters():
                 parameter.requires_grad_(False)
             for module in body.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):  # noqa: SLF001 - every BatchNorm kind
                     module.eval()
             if epoch == 0:
                 log.info("%s: epochs 1-%d train the FPN and head only (model.freeze_backbone_epochs)",

@@ -269,7 +269,7 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
         return None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, not a torch file, pickled code refused, ...
+    except Exception as exc:  # truncated zip, not a torch file, pickled code refused, ...
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]}); move it away to start this model "
                               "from scratch") from exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
+import pickle  # noqa: TID251 - writes a pickle with a payload, to check that obdb never runs it
 import struct
 import subprocess
 import sys
@@ -29,8 +29,7 @@ AUTO_ANNOTATE = [PY, str(CODE / "auto_annotate.py")]
 _OBDB_SCRIPT = Path(sys.executable).parent / "obdb"
 # the installed console script when there is one (as users run it), else the same function
 OBDB = [str(_OBDB_SCRIPT)] if _OBDB_SCRIPT.exists() else [
-    PY, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from obdb.cli.main import main; sys.exit(main())",
-    str(CODE)]
+    PY, "-c", "import sys; from obdb.cli.main import main; sys.exit(main())"]  # obdb through clean_env's PYTHONPATH
 QUIET = ["--progress", "false"]
 TIMEOUT_S = 300  # a bad input that is not refused would start training: stop it, the test fails anyway
 

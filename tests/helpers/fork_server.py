@@ -23,14 +23,12 @@ import time
 import traceback
 from pathlib import Path
 
-CODE = Path(__file__).resolve().parents[2] / "code"
 PRELOAD = ("obdb.pipeline", "obdb.scoring", "obdb.annotate.function", "obdb.annotate.modes", "obdb.cli.main",
            "obdb.cli.runner", "obdb.cli.test_model", "obdb.cli.annotate", "obdb.cli.lint", "obdb.cli.split",
            "obdb.cli.db", "obdb.cli.sync", "obdb.sources.local", "obdb.lint")
 
 
 def preload() -> None:
-    sys.path.insert(0, str(CODE))
     for name in PRELOAD:
         try:
             importlib.import_module(name)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from reliability_support import QUIET, RUNNER, clean_env
+from helpers.reliability import QUIET, RUNNER, clean_env
 
 
 # --------------------------------------------------------------------------- the runner

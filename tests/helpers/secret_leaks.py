@@ -7,14 +7,11 @@ any file under an output folder) can only mean it leaked.
 from __future__ import annotations
 
 import secrets
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from conftest import SecantusServer  # noqa: E402
+from helpers.servers import SecantusServer
 
 
 def new_secret(kind: str) -> str:
