@@ -137,6 +137,9 @@ class DataSettings(StrictModel):
                                    description="annotation files or folders; default <dataset_dir>/annotations")
     images_dir: Optional[str] = Field(None, description="default: dataset_dir")
     keep_empty: bool = True
+    include_auto: Literal["accepted", "all", "none"] = Field(
+        "accepted", description="local files: model proposals (source=\"auto\" in a CVAT XML export) trained on "
+        "and scored against: those a person accepted (review=accepted), all, or none")
     polygons: Literal["bbox", "skip"] = Field("bbox", description="polygon and points shapes, every source: "
                                               "train on their bounding box, or skip them")
     label_map: dict[str, Optional[str]] = Field(default_factory=dict)

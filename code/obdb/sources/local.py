@@ -111,9 +111,12 @@ class LocalSource:
 
 def load_local(annotations: list[Path] | Path, *, images_dir: Path, tasks: list[str] | None = None,
                keep_empty: bool = True, label_map: dict[str, str | None] | None = None,
-               group_regex: str | None = None, progress: bool = True) -> AnnotationSet:
+               group_regex: str | None = None, progress: bool = True,
+               include_auto: str = "accepted") -> AnnotationSet:
     """:class:`LocalSource` through the driver, for callers that have no settings (demo, scoring,
     tests). ``label_map`` renames labels (``""``/``None`` drops them); ``group_regex``: see
-    :func:`obdb.sources.grouping.frame_group`."""
-    options = LoadOptions(keep_empty=keep_empty, label_map=dict(label_map or {}), group_regex=group_regex)
+    :func:`obdb.sources.grouping.frame_group`; ``include_auto``: which model proposals of a CVAT XML
+    export (``source="auto"``) count as ground truth (:mod:`obdb.sources.truth`)."""
+    options = LoadOptions(keep_empty=keep_empty, label_map=dict(label_map or {}), group_regex=group_regex,
+                          include_auto=include_auto)
     return load(LocalSource(annotations, Path(images_dir), tasks), options, progress=progress)
