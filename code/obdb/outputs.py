@@ -67,7 +67,7 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as err:
-        raise PermissionError(f"save_dir {folder} is not writable: {err.strerror or err}") from None
+        raise PermissionError(f"save_dir {folder} is not writable: {err.strerror or err}") from err
 
 
 def attach_log_file(save_dir: Path, experiment: str) -> "logging.FileHandler":

@@ -219,7 +219,7 @@ def warm_starts(settings: Settings, variant: str, paths: RunPaths, storage: Any,
     try:
         points.extend(resolve_warm_starts(settings.hpo.warm_start_from, storage, base))
     except WarmStartError as err:
-        raise RunError(str(err)) from None
+        raise RunError(str(err)) from err
     return points
 
 
@@ -355,7 +355,7 @@ def run(settings: Settings, *, variants: Sequence[str] | None = None, progress: 
     try:
         check_reachable(url)
     except StorageUnavailable as err:
-        raise RunError(str(err)) from None
+        raise RunError(str(err)) from err
     check_warm_start_sources(settings, chosen, url)
     check_outputs_readable(paths, chosen)
     check_writable(paths.save_dir)

@@ -133,7 +133,7 @@ def store_in_mongo(settings: Settings, model_path: Path, split: str, result: dic
         db = connect(settings.data.mongo)
     except (MongoUnavailable, MongoConfigError) as err:
         raise RunError(f"the report is written ({result['report']['report']}), but the per-box results could "
-                       f"not be stored in MongoDB: {err} (rerun with --store-results false to skip)") from None
+                       f"not be stored in MongoDB: {err} (rerun with --store-results false to skip)") from err
     model_id = file_sha256(model_path)[:16]
     written = store_box_results(db, rows, records, model_id=model_id, model=str(model_path),
                                 variant=result.get("variant"), split=split, evaluated=result["evaluated"])

@@ -188,7 +188,7 @@ def test_db_export_reachable_unreachable_and_refused(world: Any) -> None:
                     env=env(world, MONGODB_URI=world.mongo.uri(values.mongo_wrong_password))),
         lambda: run([*export, str(world.root / "export")], env=env(world)),
     ])
-    assert unreachable.code == 2 and "is not reachable" in unreachable.stderr, unreachable.text
+    assert unreachable.code == 3 and "is not reachable" in unreachable.stderr, unreachable.text
     assert refused.code == 2 and "rejected the login" in refused.stderr, refused.text
     assert exported.code == 0 and (world.root / "export" / "tasks.json").is_file(), exported.text
     assert not (world.root / "export_unreachable").exists() and not (world.root / "export_refused").exists()
@@ -212,7 +212,7 @@ def test_exception_messages_carry_no_secret(world: Any) -> None:
     cases = [
         (MongoUnavailable, lambda: connect_mongo(quick, env={
             "MONGODB_URI": f"mongodb://u:{values.mongo_uri_password}@127.0.0.1:{free_port()}/"})),
-        (MongoUnavailable, lambda: connect_mongo(
+        (MongoConfigError, lambda: connect_mongo(  # a rejected login: exit 2
             quick, env={"MONGODB_URI": world.mongo.uri(values.mongo_wrong_password)})),
         (MongoConfigError, lambda: connect_mongo(MongoSettings(uri=world.mongo.uri(values.mongo_password)), env={})),
         (CvatError, lambda: connect(CvatCredentials(world.cvat.url, "annotator", values.cvat_wrong_password),

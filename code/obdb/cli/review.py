@@ -59,7 +59,7 @@ def check_credentials(settings: Settings) -> None:
     try:
         CvatCredentials.from_env(url=settings.data.cvat.url)
     except CvatError as err:
-        raise RunError(f"--push-cvat: {err}") from None
+        raise RunError(f"--push-cvat: {err}") from err
 
 
 def push(settings: Settings, json_file: Path, top: int, dry_run: bool, progress: bool) -> None:
@@ -78,7 +78,7 @@ def push(settings: Settings, json_file: Path, top: int, dry_run: bool, progress:
         with connect(credentials, allow_version_mismatch=cvat.allow_version_mismatch) as session:
             plans = push_review(session, rows, options)
     except (AnnotateError, CvatError) as err:
-        raise RunError(f"the review is written ({json_file}), but pushing it to CVAT failed: {err}") from None
+        raise RunError(f"the review is written ({json_file}), but pushing it to CVAT failed: {err}") from err
     print(format_plans(plans, dry_run=dry_run))
 
 

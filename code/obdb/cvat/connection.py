@@ -96,7 +96,7 @@ class CvatCredentials:
             try:
                 password = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as error:
-                raise CvatError(f"CVAT_PASSWORD_FILE {password_file}: cannot read it ({error.strerror})") from None
+                raise CvatError(f"CVAT_PASSWORD_FILE {password_file}: cannot read it ({error.strerror})") from error
         if token is None and not (username and password):
             missing = "CVAT_USERNAME" if not username else "CVAT_PASSWORD or CVAT_PASSWORD_FILE"
             raise CvatError(f"no CVAT credentials for {server}: set {missing} (or CVAT_ACCESS_TOKEN)")
@@ -226,7 +226,7 @@ def connect(creds: CvatCredentials, *, allow_version_mismatch: bool = False, ret
         client = Client(creds.url, config=Config(status_check_period=status_check_period),
                         check_server_version=False)
     except (CvatSdkException, ValueError) as error:
-        raise CvatError(f"CVAT URL {creds.url!r} is not usable: {_short(error)}") from None
+        raise CvatError(f"CVAT URL {creds.url!r} is not usable: {_short(error)}") from error
     session = CvatSession(client, creds.url, creds.who, retries, backoff_s, timeout_s,
                           _secrets=creds.secrets())
     try:

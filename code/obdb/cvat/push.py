@@ -113,7 +113,7 @@ def plan_update(task: TaskInfo, annotations: dict[str, Any], proposed: Sequence[
             try:
                 missing = missing_review_attributes(specs[label_id])
             except ValueError as err:
-                raise AnnotateError(f"task {task.name!r} (id {task.id}): {err}") from None
+                raise AnnotateError(f"task {task.name!r} (id {task.id}): {err}") from err
             if missing:
                 plan.label_patches[label_id] = missing
         if plan.label_patches:

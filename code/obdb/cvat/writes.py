@@ -71,7 +71,7 @@ def create_task(session: CvatSession, name: str, labels: Sequence[str | dict[str
         spec = models.TaskWriteRequest(name=name, labels=[_label_request(label) for label in labels],
                                        **({"segment_size": segment_size} if segment_size else {}))
     except (exceptions.ApiTypeError, exceptions.ApiValueError) as error:
-        raise CvatError(f"task {name!r}: bad label specification: {error}") from None
+        raise CvatError(f"task {name!r}: bad label specification: {error}") from error
     client = session.client
     task = session.with_retries(lambda: client.tasks.create(spec), what=f"creating task {name!r}",
                                 idempotent=False)
@@ -176,7 +176,7 @@ def _labeled_data(data: dict[str, Any], model: type, what: str) -> Any:
     try:
         return validate_and_convert_types(data, (model,), ["annotations"], True, True, configuration=_CONFIGURATION)
     except (exceptions.ApiTypeError, exceptions.ApiValueError) as error:
-        raise CvatError(f"{what}: malformed annotations: {error}") from None
+        raise CvatError(f"{what}: malformed annotations: {error}") from error
 
 
 def _patch(session: CvatSession, task_id: int, action: str, data: dict[str, Any], what: str,

@@ -47,7 +47,7 @@ def from_params_file(path: str | Path, *, required: bool = True) -> WarmStart | 
         data = read_json(path)
         return WarmStart(HyperParams.model_validate(data["params"]), f"file {path}")
     except (ValueError, KeyError, TypeError, ValidationError) as err:
-        raise WarmStartError(f"hpo.warm_start_from: {path} holds no valid 'params' ({err})") from None
+        raise WarmStartError(f"hpo.warm_start_from: {path} holds no valid 'params' ({err})") from err
 
 
 def previous_search(path: str | Path) -> WarmStart | None:

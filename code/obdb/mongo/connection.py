@@ -48,11 +48,12 @@ _CREDENTIALS = re.compile(r"^(mongodb(?:\+srv)?://)([^@/]*)@", re.IGNORECASE)
 
 
 class MongoUnavailable(ServiceUnavailable, RuntimeError):
-    """The server cannot be reached or refuses our credentials (after the configured retries)."""
+    """The server cannot be reached (after the configured retries): exit 3."""
 
 
 class MongoConfigError(UserError, ValueError):
-    """The connection settings themselves are wrong (password in settings, unreadable secret file)."""
+    """The connection settings themselves are wrong (password in settings, unreadable secret file, a login
+    the server rejects or requires): exit 2."""
 
 
 def redact_uri(uri: str) -> str:
@@ -75,7 +76,7 @@ def _read_password(env: Mapping[str, str]) -> str | None:
         return Path(file_name).read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as err:
         raise MongoConfigError(f"MONGODB_PASSWORD_FILE {file_name}: cannot read the password file "
-                               f"({err.strerror or err})") from None
+                               f"({err.strerror or err})") from err
 
 
 def _parse(uri: str, what: str) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def _parse(uri: str, what: str) -> dict[str, Any]:
     except (ConfigurationError, ValueError) as err:
         # the driver's message may quote the URI; say what is wrong without it
         reason = str(err).replace(uri, redact_uri(uri))
-        raise MongoConfigError(f"{what}: not a valid MongoDB URI ({redact_uri(reason)})") from None
+        raise MongoConfigError(f"{what}: not a valid MongoDB URI ({redact_uri(reason)})") from None  # the URI may hold a password
 
 
 def client_options(settings: MongoSettings, env: Mapping[str, str] = os.environ) -> tuple[str, dict[str, Any]]:
@@ -152,7 +153,7 @@ def connect(settings: MongoSettings, *, env: Mapping[str, str] = os.environ) -> 
         try:
             client = _client(uri, (left if final else share), options)
         except ConfigurationError as err:
-            raise MongoConfigError(f"MongoDB options are invalid: {_scrub(str(err), secret, uri)}") from None
+            raise MongoConfigError(f"MongoDB options are invalid: {_scrub(str(err), secret, uri)}") from None  # scrubbed: no cause
         try:
             client.admin.command("ping")
             # a ping needs no login; ask for something that does, so a missing or wrong login fails here
@@ -163,13 +164,13 @@ def connect(settings: MongoSettings, *, env: Mapping[str, str] = os.environ) -> 
         except OperationFailure as err:
             client.close()
             if err.code == _AUTH_FAILED:
-                raise MongoUnavailable(f"MongoDB at {hosts} rejected the login of user "
+                raise MongoConfigError(f"MongoDB at {hosts} rejected the login of user "
                                        f"{options.get('username') or 'from MONGODB_URI'} (authentication "
                                        f"failed; check the password and auth_source "
-                                       f"{settings.auth_source!r})") from None
+                                       f"{settings.auth_source!r})") from err
             if err.code == _UNAUTHORIZED and not (options or secret):
-                raise MongoUnavailable(f"MongoDB at {hosts} requires a login: set data.mongo.username (or "
-                                       f"MONGODB_USERNAME) and MONGODB_PASSWORD or MONGODB_PASSWORD_FILE") from None
+                raise MongoConfigError(f"MongoDB at {hosts} requires a login: set data.mongo.username (or "
+                                       f"MONGODB_USERNAME) and MONGODB_PASSWORD or MONGODB_PASSWORD_FILE") from err
             last = _scrub(str(err), secret, uri)
         except PyMongoError as err:
             client.close()
@@ -215,7 +216,7 @@ def ensure_indexes(db: Database) -> None:
         if err.code == 11000:  # duplicate key while building the unique index
             raise MongoConfigError(f"database {db.name!r} holds two documents for one task name "
                                    f"({err.details.get('errmsg', err) if err.details else err}); remove "
-                                   f"the duplicate before using it") from None
+                                   f"the duplicate before using it") from err
         raise
     # readers ask for one task's committed shapes (task_name + batch) in frame order
     db.annotation_data.create_index([("task_name", pymongo.ASCENDING), ("obdb_batch", pymongo.ASCENDING),

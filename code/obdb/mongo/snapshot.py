@@ -109,7 +109,7 @@ def _read_lines(path: Path, text: str) -> Iterator[Item]:
         try:
             doc, end = decoder.raw_decode(line, len(line) - len(line.lstrip()))
         except (json.JSONDecodeError, BSONError, ValueError, TypeError, OverflowError) as err:
-            raise SnapshotError(f"{path}:{number}: malformed JSON line: {_reason(err)}") from None
+            raise SnapshotError(f"{path}:{number}: malformed JSON line: {_reason(err)}") from err
         if line[end:].strip():
             raise SnapshotError(f"{path}:{number}: more than one JSON value on the line")
         yield Item(doc, f"{path}:{number}")
@@ -141,7 +141,7 @@ def _read_array(path: Path, text: str) -> Iterator[Item]:
             doc, pos = decoder.raw_decode(text, pos)
         except (json.JSONDecodeError, BSONError, ValueError, TypeError, OverflowError) as err:
             where = f"{path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else f"{path}:{line}"
-            raise SnapshotError(f"{where}: malformed JSON in array item {index}: {_reason(err)}") from None
+            raise SnapshotError(f"{where}: malformed JSON in array item {index}: {_reason(err)}") from err
         yield Item(doc, f"{path}:{line}")
         index += 1
 
@@ -180,9 +180,9 @@ def read_file(path: Path) -> list[Item]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as err:
-        raise SnapshotError(f"{path}: cannot read: {err.strerror or err}") from None
+        raise SnapshotError(f"{path}: cannot read: {err.strerror or err}") from err
     except UnicodeDecodeError as err:
-        raise SnapshotError(f"{path}: not UTF-8 text: {err}") from None
+        raise SnapshotError(f"{path}: not UTF-8 text: {err}") from err
     stripped = text.lstrip()
     reader = _read_array if stripped.startswith("[") else _read_lines
     return list(reader(path, text))

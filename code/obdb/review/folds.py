@@ -47,7 +47,7 @@ def group_folds(records: Sequence[ImageRecord], k: int, seed: int) -> dict[str, 
     try:
         bins, _ = balanced_groups(group_index, strata, [1.0 / k] * k, seed=seed)
     except SplitError as err:
-        raise SplitError(f"review folds: {err}") from None
+        raise SplitError(f"review folds: {err}") from err
     return {r.image_id: int(b) for r, b in zip(records, bins)}
 
 

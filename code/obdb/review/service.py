@@ -51,7 +51,7 @@ def run_review(settings: Settings, *, folds: int | None = None, epochs: int | No
         predictions = out_of_fold_predictions(settings, records, class_map, fold_of, out=out, variant=variant,
                                               epochs=epochs, progress=progress)
     except ValueError as err:
-        raise RunError(f"review: {err}") from None
+        raise RunError(f"review: {err}") from err
     problems = rank_problems(records, predictions, class_map, thresholds)
     info = {"created": now(), "experiment": paths.experiment, "variant": variant,
             "class_map": list(class_map.names), "folds": {"count": count, "source": source},

@@ -215,14 +215,14 @@ def load_settings(path: str | Path, overrides: Iterable[str] = (), *, task_list:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: settings file not found") from None
+    except FileNotFoundError as err:
+        raise SettingsError(f"{path}: settings file not found") from err
     except (OSError, UnicodeDecodeError) as err:
-        raise SettingsError(f"{path}: cannot read settings file ({err})") from None
+        raise SettingsError(f"{path}: cannot read settings file ({err})") from err
     try:
         raw = parse_json(text, str(path))
     except json.JSONDecodeError as err:
-        raise SettingsError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        raise SettingsError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
     if isinstance(raw, dict):
         raw = apply_overrides(raw, overrides)
     settings = parse_settings(raw, source=str(path))
@@ -230,7 +230,7 @@ def load_settings(path: str | Path, overrides: Iterable[str] = (), *, task_list:
         try:
             settings = select_task_list(settings, task_list)
         except SettingsError as err:
-            raise SettingsError(f"{path}: {err}") from None
+            raise SettingsError(f"{path}: {err}") from err
     return settings
 
 

@@ -165,7 +165,7 @@ class DataSettings(StrictModel):
             try:
                 re.compile(self.group_regex)
             except re.error as err:
-                raise ValueError(f"group_regex is not a valid regular expression: {err}") from None
+                raise ValueError(f"group_regex is not a valid regular expression: {err}") from err
         return self
 
 
@@ -391,7 +391,7 @@ class Settings(StrictModel):
                     HyperParams.model_validate({name: int(value) if name in INTEGER_PARAMETERS else float(value)})
                 except ValidationError as err:
                     reason = err.errors()[0]["msg"]
-                    raise ValueError(f"hpo_parameters.{name}: {value:g} is not a valid {name} ({reason})") from None
+                    raise ValueError(f"hpo_parameters.{name}: {value:g} is not a valid {name} ({reason})") from err
         if len(set(self.default_class_map)) != len(self.default_class_map):
             raise ValueError("default_class_map lists a class twice")
         return self

@@ -101,7 +101,7 @@ class FeatureCache:
             try:
                 stat = Path(path).stat()
             except OSError as err:
-                raise SplitError(f"cannot read image {path} for split features: {err.strerror or err}") from None
+                raise SplitError(f"cannot read image {path} for split features: {err.strerror or err}") from err
             marker = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
             sha = index.get(marker)
             if sha is None:
@@ -118,7 +118,7 @@ def _open_rgb(path: Path) -> Image.Image:
     try:
         return open_rgb(path)
     except (OSError, ValueError) as err:
-        raise SplitError(f"cannot read image {path} for split features: {err}") from None
+        raise SplitError(f"cannot read image {path} for split features: {err}") from err
 
 
 def crops_key(sha: str, boxes: np.ndarray) -> str:

@@ -70,7 +70,7 @@ def file_split(records: Sequence[ImageRecord], path: Path) -> SplitManifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise SplitError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+            raise SplitError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
         wanted = SplitManifest.from_json(data, str(path)).assignment
     else:
         wanted = {}

@@ -163,7 +163,7 @@ def tsne_split(records: Sequence[ImageRecord], analysis: Analysis, options: Tsne
     try:
         bins, stats = balanced_groups(group_index, strata, targets, seed=seed, restarts=options.restarts)
     except SplitError as err:
-        raise SplitError(f"split.method 'tsne': {err}") from None
+        raise SplitError(f"split.method 'tsne': {err}") from err
     params: dict[str, Any] = {"val_fraction": val_fraction, "balance_cost": round(stats["cost"], 8),
                               "clusters": n_clusters, "cluster_method": options.cluster_method,
                               "features": analysis.info.get("features", {}).get("extractor"),
