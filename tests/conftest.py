@@ -70,6 +70,17 @@ def fake_cvat(request: pytest.FixtureRequest) -> Iterator[FakeCvatServer]:
         fake.stop()
 
 
+
+@pytest.fixture()
+def cvat_env(fake_cvat, monkeypatch: pytest.MonkeyPatch):
+    """``fake_cvat`` with its ``CVAT_*`` variables in the environment (and no token or password
+    file of the machine's own that would win over them)."""
+    for key in ("CVAT_ACCESS_TOKEN", "CVAT_PASSWORD_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in fake_cvat.env.items():
+        monkeypatch.setenv(key, value)
+    return fake_cvat
+
 # --------------------------------------------------------------------------- MongoDB
 # With MONGODB_URI set, the same tests run against that server instead of a SecantusDB.
 @pytest.fixture(scope="session")

@@ -26,14 +26,6 @@ from obdb.records import ClassMap, ImageRecord
 CLASSES = ClassMap(("red", "blue"))
 
 
-@pytest.fixture()
-def cvat_env(fake_cvat, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("CVAT_ACCESS_TOKEN", "CVAT_PASSWORD_FILE"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in fake_cvat.env.items():
-        monkeypatch.setenv(key, value)
-
-
 def run(*args: str) -> int:
     return main([*args, "--progress", "false", "--log-level", "WARNING"])
 

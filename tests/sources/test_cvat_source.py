@@ -44,14 +44,6 @@ def summary(annotations) -> list[tuple]:
                    np.round(r.boxes, 3).tobytes()) for r in annotations.records)
 
 
-@pytest.fixture()
-def cvat_env(fake_cvat, monkeypatch):
-    for key, value in fake_cvat.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("CVAT_ACCESS_TOKEN", raising=False)
-    return fake_cvat
-
-
 def test_cvat_source_equals_the_local_files_and_reuses_its_cache(cvat_env, data, tmp_path):
     fake = cvat_env
     tasks = seed_from_files(fake, data)

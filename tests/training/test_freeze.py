@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.kill import Interrupt, KillAfter
 from obdb.hpo.space import suggest
 from obdb.settings.schema import HyperParams
 from obdb.training import BackboneFreezeHook, CheckpointHook, EvalHook, Hook, Trainer
@@ -114,19 +115,6 @@ def test_warmup_restarts_at_unfreeze() -> None:
     expected = [epoch_lr[0] * warmup_factor(i, 2) for i in range(STEPS)]
     expected += [epoch_lr[1] * warmup_factor(i, 2) for i in range(STEPS)] + [epoch_lr[2]] * STEPS
     assert snaps.lrs == pytest.approx(expected, rel=1e-9)
-
-
-class Interrupt(Exception):
-    pass
-
-
-class KillAfter(Hook):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def after_epoch(self, trainer: Trainer) -> None:
-        if trainer.state.epoch == self.epoch:
-            raise Interrupt
 
 
 @pytest.mark.parametrize("killed_after", [1, 2])

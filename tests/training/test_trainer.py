@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.kill import Interrupt, KillAfter
 from obdb.settings.schema import HyperParams
 from obdb.training import (CheckpointHook, EarlyStopHook, EpochResult, EvalHook, Hook, TensorBoardHook, Trainer,
                            TrainingDiverged, build_optimizer, build_scheduler, warmup_factor)
@@ -236,21 +237,6 @@ def test_checkpoint_hook_writes_loadable_last_and_best(tmp_path: Path) -> None:
         assert torch.equal(value, snapshots[1][key])  # epoch 2's weights, not the last epoch's
     assert not torch.equal(best["linear.weight"], snapshots[2]["linear.weight"])
     assert not list((tmp_path / "ckpt").glob("*.tmp"))
-
-
-class Interrupt(Exception):
-    pass
-
-
-class KillAfter(Hook):
-    """Simulates the process being killed right after an epoch's checkpoint was written."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def after_epoch(self, trainer: Trainer) -> None:
-        if trainer.state.epoch == self.epoch:
-            raise Interrupt
 
 
 @pytest.mark.parametrize("warmup_iters", [0, 5])
