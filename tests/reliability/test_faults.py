@@ -28,6 +28,7 @@ from helpers.faults import (MongoRelay, PrivatePostgres, Runner, broken_outputs,
                             trial_record, trials)
 from helpers.servers import SecantusServer, free_port
 from helpers.tiny_data import make_tiny_dataset, tiny_settings
+from obdb.fileio import TEMP_NAME
 from obdb.models import load_model
 from obdb.training import Hook, Trainer
 from obdb.training import hooks as hooks_module
@@ -191,7 +192,8 @@ def test_kill_9_while_a_checkpoint_is_written_redoes_at_most_one_epoch(data: Pat
             names = os.listdir(checkpoints)
         except FileNotFoundError:
             return False
-        return "last.pt" in names and any(n.startswith(".last.pt.") for n in names)
+        # epoch 1 committed (last.pt and best.pt), and a later checkpoint's temp file is being written
+        return {"last.pt", "best.pt"} <= set(names) and any(TEMP_NAME.match(n) for n in names)
 
     runner = Runner(settings, tmp_path / "first.log")
     runner.wait_until(writing_next_checkpoint, "a second last.pt being written", poll=0.005)
@@ -265,7 +267,7 @@ def test_mongodb_stopped_mid_read_is_a_clear_error_and_a_rerun_succeeds(data: Pa
     try:
         first = run_to_end(settings, tmp_path / "first.log")
         assert relay.tripped.is_set(), first.tail()
-        assert first.process.returncode == 2, first.tail()
+        assert first.process.returncode == 3, first.tail()  # the server went away: exit 3 (obdb.errors)
         error = [line for line in first.text.splitlines() if line.startswith("error: ")]
         assert error and error[-1].startswith(f"error: MongoDB at 127.0.0.1:{relay.port} failed while reading "
                                               f"database 'faults'"), first.tail()
@@ -336,7 +338,7 @@ def test_postgresql_restarted_mid_search_loses_no_completed_trial(data: Path, tm
     save_dir, variant_dir = outputs(tmp_path)
     try:
         runner = Runner(settings, tmp_path / "first.log", env)
-        runner.wait_until(lambda: f"study {STUDY}: worker" in runner.text and " runs trial 1 " in runner.text,
+        runner.wait_until(lambda: f"study {STUDY}: worker" in runner.text and " runs trial 1\n" in runner.text,
                           "the second trial", poll=0.2)
         completed = {t.number: trial_record(t) for t in trials(pg.url, STUDY) if t.state.name == "COMPLETE"}
         assert list(completed) == [0]
