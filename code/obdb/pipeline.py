@@ -49,12 +49,13 @@ def settings_hash(settings: Settings) -> str:
 def check_run(settings: Settings, variants: Sequence[str]) -> None:
     """Everything about the settings that the schema alone cannot know."""
     problems = []
-    for what, name in (("experiment", run_paths(settings).experiment),
-                       *((f"variants[{settings.variants.index(v)}]", v) for v in variants)):
-        try:  # refused, not renamed: these names are the user's own and name folders, studies and files
-            safe_component(name, what)
-        except UnsafeName as err:
-            problems.append(str(err))
+    # variant names and an explicit experiment are checked by the settings schema; the default
+    # experiment (the settings file's stem) is only known here. Refused, not renamed: it is the
+    # user's own and names folders, studies and files.
+    try:
+        safe_component(run_paths(settings).experiment, "experiment")
+    except UnsafeName as err:
+        problems.append(str(err))
     for index, variant in enumerate(variants):
         block = settings.variant(variant)
         try:
