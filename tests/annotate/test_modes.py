@@ -16,7 +16,7 @@ from obdb.annotate.function import ModelDetectionFunction
 from obdb.annotate.modes import annotate_folder, annotate_tasks, find_missing, set_status
 from obdb.cvat.push import RunOptions
 from obdb.annotate.uploads import upload_xml
-from obdb.cvat import CvatCredentials, CvatError, connect, read_backup
+from obdb.cvat import AnnotateError, CvatCredentials, CvatError, connect, read_backup
 from obdb.records import ClassMap
 
 CLASSES = ClassMap(("red", "blue"))
@@ -176,6 +176,36 @@ def test_replace_swaps_only_unreviewed_auto_shapes(session, fake_cvat, options, 
                             ("gt a-1.png", "blue", "rectangle", (50.0, 0.0, 55.0, 5.0)),
                             ("gt a-2.png", "blue", "rectangle", (30.0, 30.0, 40.0, 40.0))])
     assert human_dump(fake_cvat, task_id) == human
+
+
+def test_a_frame_that_does_not_decode_is_left_out_and_its_shapes_kept(session, fake_cvat, options,
+                                                                      tmp_path: Path) -> None:
+    """A damaged upload (CVAT serves its bytes as they are) costs its own frame only: ``tasks`` and
+    ``missing`` predict the others, name the frame in the plan's notes, and ``--replace`` leaves
+    the old auto shape of the frame it could not predict; a task none of whose frames decode stops."""
+    frames = [key_image(tmp_path / "f" / "a.png", 1), {"name": "b.png", "width": 64, "height": 48,
+                                                       "data": b"<html>502 Bad Gateway</html>"},
+              key_image(tmp_path / "f" / "c.png", 3)]
+    task_id = fake_cvat.add_task("damaged", ["red", "blue"], frames, shapes=[
+        {"type": "rectangle", "frame": 0, "label": "red", "points": [50, 0, 55, 5], "source": "auto"},
+        {"type": "rectangle", "frame": 1, "label": "red", "points": [1, 1, 5, 5], "source": "auto"}])
+    outputs = {1: [("red", 0.9, (0, 0, 20, 20))], 3: [("blue", 0.8, (30, 30, 40, 40))]}
+    options.replace = True
+    (plan,) = annotate_tasks(session, function(outputs), options, names=["damaged"])
+    assert (plan.added, plan.replaced) == (2, 1)  # frame 0's old auto shape replaced, frame 1's kept
+    assert any("left out 1 frame(s) that cannot be decoded" in n and "frame 1:" in n for n in plan.notes), plan.notes
+    autos = [a[:4] for a in readable(fake_cvat, task_id) if a[4] == "auto"]
+    assert autos == sorted([("a.png", "red", "rectangle", (0.0, 0.0, 20.0, 20.0)),
+                            ("b.png", "red", "rectangle", (1.0, 1.0, 5.0, 5.0)),
+                            ("c.png", "blue", "rectangle", (30.0, 30.0, 40.0, 40.0))])
+
+    (found,) = find_missing(session, function(outputs), options, min_score=0.5, max_iou=0.3, names=["damaged"])
+    assert found.added == 0 and any("frame 1:" in n for n in found.notes)
+
+    fake_cvat.add_task("all damaged", ["red"], [{"name": "x.png", "width": 8, "height": 8, "data": b"\x00" * 10}])
+    with pytest.raises(AnnotateError, match=r"none of its 1 frame\(s\) can be decoded: frame 0: cannot identify "
+                       r"image file \(10 bytes\)"):
+        annotate_tasks(session, function(outputs), options, names=["all damaged"])
 
 
 # --------------------------------------------------------------------------------------- mode 5

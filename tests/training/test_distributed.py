@@ -45,7 +45,10 @@ def test_helpers_are_no_ops_outside_torchrun() -> None:
 
 
 def test_final_training_on_two_processes_resumes(settings_file, tmp_path: Path) -> None:
-    settings = settings_file(max_train_epochs=4, max_plateau_count=10)
+    """With model.freeze_backbone_epochs=1 the ranks also change phase (a new DDP wrapper) in the
+    first run or at the resume, whichever reaches epoch 2."""
+    settings = settings_file(max_train_epochs=4, max_plateau_count=10,
+                             model={"min_size": 96, "max_size": 96, "pretrained": "none", "freeze_backbone_epochs": 1})
     out = tmp_path / "train" / "resnet18"
     last = out / "checkpoints" / "last.pt"
 
@@ -68,6 +71,8 @@ def test_final_training_on_two_processes_resumes(settings_file, tmp_path: Path) 
     assert second.returncode == 0, text[-4000:]
     assert "rank 1 of 2" in text and "backend gloo" in text
     assert text.count(f"resumed from {last} after epoch {stopped_at}") == 2  # both ranks resumed
+    both = (tmp_path / "first.log").read_text() + text
+    assert both.count("train the FPN and head only") >= 2 and both.count("backbone unfrozen") == 2, both[-4000:]
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1.0, 2.0, 3.0, 4.0]

@@ -3,13 +3,12 @@ across the phase change, the searched value, and the wiring through fit()."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from helpers.kill import Interrupt, KillAfter
+from helpers.tiny_freeze import STEPS, TinyBackboneDetector, evaluate, loader
 from obdb.hpo.space import suggest
 from obdb.settings.schema import HyperParams
 from obdb.training import BackboneFreezeHook, CheckpointHook, EvalHook, Hook, Trainer
@@ -17,43 +16,6 @@ from obdb.training.fit import FitConfig, freeze_epochs
 from obdb.training.optim import build_optimizer, build_scheduler, warmup_factor
 
 CPU = torch.device("cpu")
-STEPS = 3
-
-
-class TinyBackboneDetector(nn.Module):
-    """``backbone.body`` (conv + trainable BatchNorm, its first conv frozen as by
-    ``trainable_layers``) and a head, with a detector's ``forward(images, targets) -> losses``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.backbone = nn.Module()
-        self.backbone.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1))
-        self.backbone.body[0].weight.requires_grad_(False)
-        self.head = nn.Linear(4, 1)
-
-    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        features = self.backbone.body(torch.stack(images)).mean(dim=(2, 3))
-        pred = self.head(features).squeeze(1)
-        return {"loss": ((pred - torch.stack([t["value"] for t in targets])) ** 2).mean()}
-
-
-def loader() -> list[tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
-    generator = torch.Generator().manual_seed(1)
-    batches = []
-    for _ in range(STEPS):
-        images = [torch.rand(3, 8, 8, generator=generator) for _ in range(2)]
-        batches.append((images, [{"value": img.mean() * 3.0} for img in images]))
-    return batches
-
-
-def evaluate(model: nn.Module) -> dict[str, Any]:
-    model.eval()
-    with torch.no_grad():
-        loss = sum(float(model(i, t)["loss"]) for i, t in loader())
-    return {"map": 1.0 / (1.0 + loss)}
-
-
 class Snapshots(Hook):
     def __init__(self) -> None:
         self.body: list[dict[str, torch.Tensor]] = []
@@ -99,6 +61,30 @@ def test_freeze_phase_changes_no_backbone_tensor_and_unfreeze_does() -> None:
     assert torch.equal(snaps.body[2]["0.weight"], snaps.body[0]["0.weight"])
     assert snaps.grad_flags[2] == [False, True, True, True, True, True]
     assert trainer.state.warmup_start == STEPS
+
+
+def test_freeze_then_unfreeze_under_distributed_data_parallel(tmp_path: Path) -> None:
+    """Two gloo ranks: DDP all-reduces only the parameters that train when it is built, so the hook
+    rebuilds the wrapper at each phase change (without that, the frozen epoch fails waiting for
+    backbone gradients that never come). Frozen epoch: no body tensor moves on any rank; after
+    the unfreeze the body trains, and both ranks end with the same weights."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from helpers.tiny_freeze import ddp_freeze_worker
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(ddp_freeze_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for saved in ranks:
+        assert same(saved["body"][1], saved["body"][0])
+        assert not same(saved["body"][2], saved["body"][1])
+        assert torch.equal(saved["body"][2]["0.weight"], saved["body"][0]["0.weight"])  # trainable_layers
+    assert all(torch.equal(ranks[0]["model"][k], ranks[1]["model"][k]) for k in ranks[0]["model"]
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
 
 
 def test_without_freezing_the_backbone_trains_from_the_first_epoch() -> None:

@@ -366,3 +366,27 @@ def test_fit_trains_a_real_detector_for_one_epoch(tiny_data: Path, tmp_path: Pat
     assert spec.backbone == "resnet18" and spec.num_classes == 3
     assert math.isfinite(state.history[0]["train/loss"])
     assert (tmp_path / "ckpt" / "last.pt").is_file() and (tmp_path / "ckpt" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("cache_images", [False, True])
+def test_fit_trains_on_an_image_thinner_than_one_to_max_size(tiny_data: Path, tmp_path: Path,
+                                                             cache_images: bool) -> None:
+    """A 400×2 strip at max_size 96: the detector's own resize would make it 0 px high (a crash
+    in interpolate). The image cache resizes it to >= 1 px; without the cache the trainer pads it."""
+    from PIL import Image
+
+    from obdb.models import ModelSpec
+    from obdb.records import ClassMap, ImageRecord
+    from obdb.sources.local import load_local
+    from obdb.training.fit import FitConfig, FitData, fit
+
+    records = load_local(tiny_data / "annotations", images_dir=tiny_data / "images", progress=False).records
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (400, 2), (200, 30, 30)).save(strip)
+    thin = ImageRecord("strip", strip, 400, 2, [[10, 0, 60, 2]], ["red"], group="strip")
+    data = FitData([thin], records[:2], ClassMap(("red", "blue")), hflip=0.0, cache_images=cache_images,
+                   cache_dir=tmp_path / "cache" if cache_images else None, progress=False)
+    config = FitConfig(spec=ModelSpec("resnet18", num_classes=3, min_size=96, max_size=96), device=CPU,
+                       batch_size=1, workers=0, warmup_iters=1, progress=False, amp=False)
+    model, state, _ = fit(data, config, HyperParams(lr=0.001), max_epochs=1, name="thin")
+    assert state.iteration == 1 and math.isfinite(state.history[0]["train/loss"])

@@ -21,6 +21,7 @@ detections and write them with :mod:`obdb.cvat` under our safety rules.
 from __future__ import annotations
 
 import logging
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ class Detections:
         return Detections(self.boxes[keep], self.scores[keep], [self.labels[i] for i in keep])
 
 
+NO_DETECTIONS = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
+
+
 def _decode(source: ImageSource) -> PIL.Image.Image:
     """The frame as CVAT shows it (EXIF orientation applied, 8-bit RGB), so boxes land in the
     frame annotators see; a file that does not decode is an :class:`AnnotateError` naming it."""
@@ -74,8 +78,10 @@ def _decode(source: ImageSource) -> PIL.Image.Image:
     try:
         return open_rgb(source if isinstance(source, (bytes, bytearray)) else Path(source))
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as err:
-        what = "downloaded frame" if isinstance(source, (bytes, bytearray)) else str(source)
-        raise AnnotateError(f"{what}: cannot decode the image: {err}") from err
+        if isinstance(source, (bytes, bytearray)):  # PIL names a BytesIO object: say what it held instead
+            reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", f"({len(source)} bytes)", str(err))
+            raise AnnotateError(f"downloaded frame: cannot decode the image: {reason}") from err
+        raise AnnotateError(f"{source}: cannot decode the image: {err}") from err
 
 
 def _to_tensor(image: PIL.Image.Image) -> torch.Tensor:
@@ -158,26 +164,44 @@ class ModelDetectionFunction:
         return results
 
     def predict_images(self, images: Sequence[ImageSource] | Iterable[ImageSource], *, total: int | None = None,
-                       threshold: float | None = None, desc: str = "predict") -> list[Detections]:
+                       threshold: float | None = None, desc: str = "predict",
+                       undecodable: list[tuple[int, str]] | None = None) -> list[Detections]:
         """Detections (score >= ``threshold``, default the function's) for each image, in order.
 
         Images are decoded ``batch_size`` at a time right before their batch runs, so a
-        10 000-frame task never sits in memory at once."""
+        10 000-frame task never sits in memory at once. An image that does not decode stops the
+        run (an :class:`AnnotateError` naming it), unless ``undecodable`` is given: then its
+        position and the reason are appended there and it gets no detections."""
         threshold = self.threshold if threshold is None else threshold
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
         results: list[Detections] = []
         batch: list[PIL.Image.Image] = []
+        slots: list[int] = []  # positions in ``results`` of the images in ``batch``
+
+        def run_batch() -> None:
+            for slot, found in zip(slots, self._predict(batch), strict=True):
+                results[slot] = found.above(threshold)
+            bar.update(len(batch))
+            batch.clear()
+            slots.clear()
+
         with tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True) as bar:
-            for source in images:
-                batch.append(_decode(source))
+            for position, source in enumerate(images):
+                results.append(NO_DETECTIONS)
+                try:
+                    batch.append(_decode(source))
+                except AnnotateError as err:
+                    if undecodable is None:
+                        raise
+                    undecodable.append((position, str(err)))
+                    bar.update(1)
+                    continue
+                slots.append(position)
                 if len(batch) == self.batch_size:
-                    results.extend(d.above(threshold) for d in self._predict(batch))
-                    bar.update(len(batch))
-                    batch = []
+                    run_batch()
             if batch:
-                results.extend(d.above(threshold) for d in self._predict(batch))
-                bar.update(len(batch))
+                run_batch()
         return results
 
     def _predict(self, images: list[PIL.Image.Image]) -> list[Detections]:

@@ -6,6 +6,7 @@ so a failure on one task leaves the earlier ones done.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,7 +18,7 @@ from ..cvat import (AnnotateError, CvatSession, NamedShape, RunOptions, TaskInfo
 from ..imageio import probe_image
 from ..sources.truth import attribute_values, is_ground_truth
 from .candidates import frame_boxes, missing_candidates
-from .function import ModelDetectionFunction
+from .function import Detections, ModelDetectionFunction
 
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,49 @@ def skip_note(skipped: Sequence[tuple[str, str]], examples: int = 5) -> str:
     return shown + (f" (+{len(skipped) - examples} more)" if len(skipped) > examples else "")
 
 
+@dataclass
+class TaskPredictions:
+    """Detections per frame of one task, and the frames left out because they did not decode
+    (``(frame, reason)``: a damaged upload must not cost the other frames their predictions)."""
+
+    found: list[tuple[int, Detections]]
+    undecodable: list[tuple[int, str]]
+
+    @property
+    def skipped_frames(self) -> set[int]:
+        return {frame for frame, _ in self.undecodable}
+
+    def note(self) -> str | None:
+        if not self.undecodable:
+            return None
+        return (f"left out {len(self.undecodable)} frame(s) that cannot be decoded (their shapes are kept): "
+                f"{frames_note(self.undecodable)}")
+
+
+def frames_note(undecodable: Sequence[tuple[int, str]]) -> str:
+    return skip_note([(f"frame {frame}", reason.split("cannot decode the image: ")[-1]) for frame, reason in undecodable])
+
+
 def _predict_task(session: CvatSession, function: ModelDetectionFunction, task: TaskInfo,
-                  threshold: float | None = None) -> list[tuple[int, object]]:
+                  threshold: float | None = None) -> TaskPredictions:
     frames = cvat_tasks.task_frames(session, task.id)
     loaders: list[Callable[[], bytes]] = [
         (lambda index=f.index: cvat_tasks.download_frame(session, task.id, index)) for f in frames]
-    found = function.predict_images(loaders, threshold=threshold, desc=f"predict {task.name}")
-    return [(f.index, d) for f, d in zip(frames, found)]
+    undecodable: list[tuple[int, str]] = []
+    found = function.predict_images(loaders, threshold=threshold, desc=f"predict {task.name}", undecodable=undecodable)
+    bad = [(frames[position].index, reason) for position, reason in undecodable]
+    if frames and len(bad) == len(frames):
+        raise AnnotateError(f"task {task.name!r} (id {task.id}): none of its {len(frames)} frame(s) can be decoded: "
+                            f"{frames_note(bad)}; check the task's files in CVAT")
+    skipped = {position for position, _ in undecodable}
+    return TaskPredictions([(f.index, d) for position, (f, d) in enumerate(zip(frames, found)) if position not in skipped],
+                           bad)
+
+
+def with_note(plan: TaskPlan, note: str | None) -> TaskPlan:
+    if note:
+        plan.notes.append(note)
+    return plan
 
 
 def checked_targets(session: CvatSession, function: ModelDetectionFunction, names: Sequence[str],
@@ -141,9 +178,11 @@ def annotate_tasks(session: CvatSession, function: ModelDetectionFunction, optio
     """Mode 2: predictions added to existing tasks (one task: a rerun on it)."""
     plans = []
     for task in checked_targets(session, function, names, pattern):
-        proposed = [s for frame, found in _predict_task(session, function, task) for s in auto_shapes(frame, found)]
+        predictions = _predict_task(session, function, task)
+        proposed = [s for frame, found in predictions.found for s in auto_shapes(frame, found)]
         annotations = cvat_tasks.get_annotations(session, task.id)
-        plans.append(finish(session, plan_update(task, annotations, proposed, replace=options.replace), options))
+        plan = plan_update(task, annotations, proposed, replace=options.replace, keep_frames=predictions.skipped_frames)
+        plans.append(finish(session, with_note(plan, predictions.note()), options))
     return plans
 
 
@@ -170,12 +209,14 @@ def find_missing(session: CvatSession, function: ModelDetectionFunction, options
         gt = ground_truth(annotations, task)
         proposed: list[NamedShape] = []
         filtered = 0
-        for frame, found in _predict_task(session, function, task, threshold=min_score):
+        predictions = _predict_task(session, function, task, threshold=min_score)
+        for frame, found in predictions.found:
             candidates = missing_candidates(found, gt.get(frame, empty), min_score=min_score, max_iou=max_iou)
             filtered += len(found) - len(candidates)
             proposed.extend(auto_shapes(frame, candidates))
-        plan = plan_update(task, annotations, proposed, replace=options.replace, filtered=filtered)
-        plans.append(finish(session, plan, options))
+        plan = plan_update(task, annotations, proposed, replace=options.replace, filtered=filtered,
+                           keep_frames=predictions.skipped_frames)
+        plans.append(finish(session, with_note(plan, predictions.note()), options))
     return plans
 
 

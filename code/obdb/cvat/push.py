@@ -23,7 +23,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from . import tasks as cvat_tasks
 from . import writes as cvat_writes
@@ -68,14 +68,15 @@ def is_replaceable(shape: dict[str, Any], label_spec: dict[str, Any] | None) -> 
 
 
 def plan_update(task: TaskInfo, annotations: dict[str, Any], proposed: Sequence[NamedShape], *,
-                replace: bool = False, filtered: int = 0) -> TaskPlan:
-    """What writing ``proposed`` (frames = this task's frames) to an existing task changes."""
+                replace: bool = False, filtered: int = 0, keep_frames: Collection[int] = ()) -> TaskPlan:
+    """What writing ``proposed`` (frames = this task's frames) to an existing task changes.
+    ``replace`` leaves the shapes of ``keep_frames`` alone (frames that were not predicted)."""
     plan = TaskPlan(task.name, task.id, frames=task.size, filtered=filtered)
     specs = _spec_by_id(task)
     label_ids = {spec["name"]: int(spec["id"]) for spec in task.label_specs}
     existing = cvat_tasks.expand_tracks(annotations, task.size)  # shapes, and tracks frame by frame
     removable = {int(s["id"]): s for s in annotations.get("shapes") or []
-                 if replace and is_replaceable(s, specs.get(int(s["label_id"])))}
+                 if replace and int(s["frame"]) not in keep_frames and is_replaceable(s, specs.get(int(s["label_id"])))}
     index = ShapeIndex(s for s in existing if "track_id" in s or int(s["id"]) not in removable)
     old_auto = ShapeIndex(removable.values())
     unknown: Counter[str] = Counter()

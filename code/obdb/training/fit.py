@@ -19,7 +19,6 @@ from torch import nn
 from ..dataset import DetectionDataset, EarlySubsetSampler, make_loader
 from ..evaluation import coco_metrics, predict
 from ..image_cache import ImageCache, estimated_bytes, fits_on_disk
-from ..errors import UserError
 from ..models import ModelSpec, build_detector
 from ..records import ClassMap, ImageRecord
 from . import distributed
@@ -200,9 +199,6 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
                                  pretrained_model_path=config.pretrained_model_path, version=config.version,
                                  progress=config.progress)
     frozen_epochs = freeze_epochs(params, config)
-    if frozen_epochs and ddp:
-        raise UserError("model.freeze_backbone_epochs is not supported for final training under torchrun "
-                        "(DistributedDataParallel needs a fixed set of trained parameters); set it to 0")
     set_max_detections(model, config.max_detections)
     model.to(config.device)
     optimizer = build_optimizer(model, params)
@@ -214,7 +210,8 @@ def fit(data: FitData, config: FitConfig, params: HyperParamsLike, *, max_epochs
     loader = make_loader(data.train_set, batch_size=config.batch_size, shuffle=True, workers=config.workers,
                          seed=config.seed + seed_offset, sampler=sampler)
     main = distributed.is_main() or not ddp  # only rank 0 writes checkpoints and TensorBoard
-    hooks: list[Hook] = [BackboneFreezeHook(frozen_epochs)] if frozen_epochs else []
+    rewrap = (lambda bare: distributed.wrap(bare, config.device)) if ddp else None
+    hooks: list[Hook] = [BackboneFreezeHook(frozen_epochs, rewrap)] if frozen_epochs else []
     hooks.append(EvalHook(make_evaluator(data, config), metric=config.metric))
     if patience is not None:
         hooks.append(EarlyStopHook(patience))

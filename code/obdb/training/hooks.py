@@ -6,6 +6,7 @@ weights and the checkpoint (so a kill after the epoch loses nothing), then loggi
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from pathlib import Path
@@ -149,11 +150,18 @@ class BackboneFreezeHook(Hook):
     gradient, so SGD leaves it (and its weight decay) alone, and the optimizer's layout is the same
     in both phases, which is what lets a checkpoint of either phase resume. The backbone's
     BatchNorm layers are in eval mode while frozen, so their running statistics stay put too. The
-    phase follows from ``trainer.state.epoch`` alone, so a resumed run is in the right one."""
+    phase follows from ``trainer.state.epoch`` alone, so a resumed run is in the right one.
 
-    def __init__(self, epochs: int) -> None:
+    Under torchrun, ``rewrap`` (``DistributedDataParallel`` around the bare model) is called at
+    every phase change: DDP fixes the set of parameters it all-reduces when it is built, so the
+    frozen phase needs a wrapper without the backbone and the unfrozen phase one with it. Every
+    rank changes phase at the same epoch, which is what building a wrapper (a collective) needs."""
+
+    def __init__(self, epochs: int, rewrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
         self.epochs = epochs
+        self.rewrap = rewrap
         self.trainable: dict[str, bool] = {}
+        self.wrapped_frozen = False  # the phase the current DDP wrapper was built for
 
     @staticmethod
     def _body(trainer: Trainer) -> nn.Module:
@@ -174,10 +182,21 @@ class BackboneFreezeHook(Hook):
             if epoch == 0:
                 log.info("%s: epochs 1-%d train the FPN and head only (model.freeze_backbone_epochs)",
                          trainer.name, self.epochs)
+            self._wrap_for(trainer, frozen=True)
             return
         for name, parameter in body.named_parameters():
             parameter.requires_grad_(self.trainable.get(name, True))
+        self._wrap_for(trainer, frozen=False)
         if epoch == self.epochs and self.epochs > 0:
             trainer.state.warmup_start = trainer.state.iteration
             log.info("%s: epoch %d: backbone unfrozen (%d trainable tensors); lr warm-up restarts", trainer.name,
                      epoch + 1, sum(self.trainable.values()))
+
+    def _wrap_for(self, trainer: Trainer, *, frozen: bool) -> None:
+        if self.rewrap is None or frozen == self.wrapped_frozen:
+            return
+        bare = unwrap(trainer.model)
+        trainer.model = bare  # the old wrapper (and its gradient hooks) goes before the new one is built
+        gc.collect()
+        trainer.model = self.rewrap(bare)
+        self.wrapped_frozen = frozen
