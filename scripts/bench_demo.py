@@ -143,7 +143,8 @@ def main() -> int:
             print(f"| {label} | {r['seconds'] / 60:.1f} min | {name} | {v['map']} | {v['map50']} | {v['epochs']} "
                   f"| {v['trials']} |")
     if len(results) == 2:
-        print(f"time ratio {results[0]['mode']}/{results[1]['mode']} = {results[0]['seconds'] / results[1]['seconds']:.2f}")
+        print(f"time ratio {results[0]['mode']}/{results[1]['mode']} = "
+              f"{results[0]['seconds'] / results[1]['seconds']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -33,10 +33,10 @@ decoding, converting). The per-frame loop's time is about frames x query round t
 per-shape costs; obdb's is about shapes x its per-shape costs + a few round trips per task.
 
 Arms rotate over ``--rounds`` rounds at each RTT; the ratios are per-frame median ÷ obdb median.
-Each arm starts from the same heap: the results kept for the identity check are frozen out of the garbage collector (``gc.freeze``) first, so no arm's
-collections walk another arm's objects (within an arm, its earlier tasks' results count, as they do
-in :class:`~obdb.sources.mongo.MongoSource`). Exit status is 0 whatever the ratio (a measurement, not a
-test); 1 if the arms' results differ.
+Each arm starts from the same heap: the results kept for the identity check are frozen out of the
+garbage collector (``gc.freeze``) first, so no arm's collections walk another arm's objects (within
+an arm, its earlier tasks' results count, as they do in :class:`~obdb.sources.mongo.MongoSource`).
+Exit status is 0 whatever the ratio (a measurement, not a test); 1 if the arms' results differ.
 """
 from __future__ import annotations
 
@@ -257,7 +257,8 @@ def per_shape_costs(db, names: list[str], server_pid: int | None) -> dict[str, d
         return list(raw_db.annotation_data.find(committed(doc)))
 
     def convert_grouped(doc, raw):
-        return frames_to_task(TaskFrames(doc, metas[doc["name"]], [decode(r.raw, options) for r in raw]), db.name, Path("."))
+        return frames_to_task(TaskFrames(doc, metas[doc["name"]], [decode(r.raw, options) for r in raw]), db.name,
+                              Path("."))
 
     def convert_whole(doc, raw):
         shapes = sorted((decode(r.raw, options) for r in raw), key=shape_order)

@@ -16,14 +16,16 @@ def check(path: Path, *extra: str) -> int:
     return main(["-f", str(path), "--check", "--progress", "false", *extra])
 
 
-def test_check_passes_and_writes_nothing(settings_file: Writer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_passes_and_writes_nothing(settings_file: Writer, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     path = settings_file()
     assert check(path) == 0
     assert "settings OK: 1 variant(s) (resnet18), 12 usable image(s)" in capsys.readouterr().out
     assert not (tmp_path / "train").exists()
 
 
-def test_check_fails_on_unknown_variant(settings_file: Writer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_fails_on_unknown_variant(settings_file: Writer, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert check(settings_file(), "--variants", "resnet18,resnet99") == 2
     assert "--variants names ['resnet99']" in capsys.readouterr().err
 

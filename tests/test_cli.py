@@ -41,7 +41,8 @@ def test_test_model_report_flags_are_documented(capsys: pytest.CaptureFixture[st
         main(["test", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("-o DIR, --out DIR", "--show-case", "--num-disp", "--iou", "--score-threshold", "--no-plots", "--metrics-json"):
+    for flag in ("-o DIR, --out DIR", "--show-case", "--num-disp", "--iou", "--score-threshold", "--no-plots",
+                 "--metrics-json"):
         assert flag in out, flag
 
 
@@ -68,7 +69,8 @@ def test_test_model_refuses_a_pickle(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and str(bad) in result.stderr
 
 
-def test_test_model_refuses_overrides_without_a_settings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_test_model_refuses_overrides_without_a_settings_file(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"not read: the arguments are checked first")
     assert main(["test", "-m", str(model), "train.batch_size=2"]) == 2

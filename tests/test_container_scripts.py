@@ -145,7 +145,8 @@ def test_dashboards_refuse_a_busy_port_and_name_its_owner() -> None:
         for option, args in (("--optuna-port", ["--optuna-port", str(port), "--tensorboard-port", str(free)]),
                              ("--tensorboard-port", ["--optuna-port", str(free), "--tensorboard-port", str(port)])):
             result = subprocess.run(["bash", "scripts/dashboards.sh", *args], cwd=ROOT, capture_output=True,
-                                    text=True, timeout=30, env={**os.environ, "VENV": str(Path(sys.executable).parent.parent)})
+                                    text=True, timeout=30,
+                                    env={**os.environ, "VENV": str(Path(sys.executable).parent.parent)})
             assert result.returncode == 2, result.stdout + result.stderr
             assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
             assert option in result.stderr

@@ -78,7 +78,8 @@ def test_hflip_flips_pixels_and_boxes(records: list[ImageRecord]) -> None:
     f_image, f_target = flipped[0]
     assert torch.equal(f_image, image.flip(-1))
     assert torch.equal(f_image[:, 3, 0], image[:, 3, W - 1])  # left column came from the right
-    torch.testing.assert_close(f_target["boxes"], torch.tensor([[W - 11, 2, W - 1, 12], [W - 30, 5, W - 20, 20]], dtype=torch.float32))
+    torch.testing.assert_close(f_target["boxes"], torch.tensor([[W - 11, 2, W - 1, 12], [W - 30, 5, W - 20, 20]],
+                                                               dtype=torch.float32))
     assert torch.equal(f_target["labels"], target["labels"])
     # The pixels under a box move with it: crop of original box == mirrored crop of flipped box.
     x1, y1, x2, y2 = (int(v) for v in target["boxes"][0])

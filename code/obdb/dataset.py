@@ -138,7 +138,8 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         if self.image_cache is not None:
             return self.image_cache.original_size(index)
         if index not in self._original_sizes:
-            self._original_sizes[index] = shape_after_crop(self.records[index], *image_size_on_disk(self.records[index].path))
+            self._original_sizes[index] = shape_after_crop(self.records[index],
+                                                           *image_size_on_disk(self.records[index].path))
         return self._original_sizes[index]
 
     def scale(self, index: int) -> tuple[float, float]:

@@ -24,9 +24,9 @@ Tiling: tiles of ``tile_size`` px start at 0, tile, 2*tile, ...; the last row/co
 back* to end at the image border (no padding, so every tile is a full-size real image, at the cost
 of the last tile overlapping its neighbour). An image side shorter than ``tile_size`` gives one
 tile of that side's length; a side between one and two tiles long is cut into two halves that do
-not overlap (the two 400 px sources give four 200 px tiles each). A box is kept in a tile, clipped, if at least half of its area lies in
-the tile (so a box can occur in two overlapping tiles, and a box cut into quarters by a tile corner
-can be lost; the manifest counts both).
+not overlap (the two 400 px sources give four 200 px tiles each). A box is kept in a tile, clipped,
+if at least half of its area lies in the tile (so a box can occur in two overlapping tiles, and a
+box cut into quarters by a tile corner can be lost; the manifest counts both).
 
 Groups (regions): tiles are grouped in 2x2 blocks of tiles (``_b<BR><BC>``: block row/column, two digits
 each) so the split can keep neighbouring tiles together while still having many groups. The

@@ -15,10 +15,11 @@ Layout of one cache (``<root>/<key>/``)::
 modification time, so changed images or another ``model.min_size`` give a new cache and a stale
 one is never read. The folder is built under a temporary name and renamed into place, so a killed
 build leaves nothing that looks complete; the temporary name carries the host and process id, so
-the next build removes what a killed one left (see :func:`remove_abandoned_builds`). Readers open ``pixels.u8`` as a read-only memory map:
-data-loader workers, later trials and later runs share the same pages through the OS page cache
-(which keeps it in RAM when it fits) instead of each holding a copy. Without a ``root`` the cache
-is one in-memory array (what tests and library users without an output folder get).
+the next build removes what a killed one left (see :func:`remove_abandoned_builds`). Readers open
+``pixels.u8`` as a read-only memory map: data-loader workers, later trials and later runs share the
+same pages through the OS page cache (which keeps it in RAM when it fits) instead of each holding a
+copy. Without a ``root`` the cache is one in-memory array (what tests and library users without an
+output folder get).
 """
 from __future__ import annotations
 

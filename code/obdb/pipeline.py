@@ -178,7 +178,8 @@ def fixed_params(settings: Settings, variant: str, paths: RunPaths) -> tuple[Hyp
     return HyperParams(), {"source": "defaults"}
 
 
-def search(settings: Settings, variant: str, data: FitData, config: FitConfig, paths: RunPaths) -> tuple[HyperParams, dict[str, Any]]:
+def search(settings: Settings, variant: str, data: FitData, config: FitConfig,
+           paths: RunPaths) -> tuple[HyperParams, dict[str, Any]]:
     block = settings.variant(variant)
     url = storage_url(settings.hpo.storage, paths.save_dir)
     log.info("%s: search in study %s at %s", variant, study_name(paths.experiment, variant), redact(url))
@@ -198,7 +199,8 @@ def search(settings: Settings, variant: str, data: FitData, config: FitConfig, p
     result = run_search(objective, name=study_name(paths.experiment, variant), storage=storage,
                         sampler=build_sampler(hpo.sampler, n_startup_trials=startup, seed=settings.seed),
                         pruner=build_pruner(hpo.pruner, warmup_epochs=hpo.pruner_warmup_epochs,
-                                            max_epochs=settings.search_epochs, startup_trials=hpo.pruner_startup_trials),
+                                            max_epochs=settings.search_epochs,
+                                            startup_trials=hpo.pruner_startup_trials),
                         space=space, log_scale=hpo.log_scale, base=base,
                         warm_start=warm_starts(settings, variant, paths, storage, base),
                         max_trials=settings.max_num_trials, timeout=settings.hpo.timeout,

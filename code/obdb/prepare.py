@@ -110,9 +110,10 @@ def prepare(settings: Settings, *, progress: bool = True, save_dir: Path | None 
 
     ``write``: the lint report and the split manifest (and report: ``split_report``, default for
     ``tsne`` only) go under ``save_dir`` (default ``settings.save_dir``); without it neither is
-    written (a ``tsne`` split still caches its image features). ``manifest``: use this split (a model's) instead of making one; records it
-    does not name are in neither side. ``fail_on_leak``: as :func:`obdb.split.split_for_run` (default
-    ``split.fail_on_leak``). ``require_boxes``: an error when no box is left (training)."""
+    written (a ``tsne`` split still caches its image features). ``manifest``: use this split (a
+    model's) instead of making one; records it does not name are in neither side. ``fail_on_leak``:
+    as :func:`obdb.split.split_for_run` (default ``split.fail_on_leak``). ``require_boxes``: an
+    error when no box is left (training)."""
     save_dir = Path(save_dir if save_dir is not None else settings.save_dir)
     annotations, linted = _lint(load_annotations(settings, progress), settings, save_dir, write, progress)
     require_records(annotations)

@@ -225,7 +225,8 @@ def test_an_unreachable_server_is_exit_3_with_true_advice(model_file: Path, fake
         key_image(folder / f"{i}.png", i + 1, size=(64, 48))
     fake_cvat.fail("POST", r"^/api/tasks/\d+/data/?$", status=None, times=100)
     fake_cvat.fail("DELETE", r"^/api/tasks/\d+/?$", status=400, times=100)  # refused at once: no retry waits
-    args = ["folder", str(folder), "-m", str(model_file), "--out", str(tmp_path / "out"), "-t", "0.0", "--device", "cpu"]
+    args = ["folder", str(folder), "-m", str(model_file), "--out", str(tmp_path / "out"), "-t", "0.0",
+            "--device", "cpu"]
     assert run(*args) == 3
     err = capsys.readouterr().err
     assert "did not answer while uploading 2 images" in err and "rerun the same command" in err

@@ -190,7 +190,8 @@ def test_pipeline_warm_starts_settings_then_earlier_search_then_named(tmp_path: 
     saved = paths.best_params_file("resnet18")
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps({"source": "search", "params": HyperParams(lr=0.0042).model_dump()}))
-    with_named = settings.model_copy(update={"hpo": settings.hpo.model_copy(update={"warm_start_from": ["older-resnet18"]})})
+    with_named = settings.model_copy(
+        update={"hpo": settings.hpo.model_copy(update={"warm_start_from": ["older-resnet18"]})})
     points = warm_starts(with_named, "resnet18", paths, open_storage(storage_path), BASE)
     assert [p.source.split(" ")[0] for p in points] == ["optimal_hpo_settings", "earlier", "study"]
     assert points[0].params == settings.variant("resnet18").optimal_hpo_settings and points[1].params.lr == 0.0042

@@ -86,7 +86,8 @@ def test_duplicate_boxes_keep_the_first(image: Path) -> None:
     boxes = [[10, 10, 50, 50], [10, 10, 50, 50.5], [60, 10, 90, 50], [10, 10, 50, 50]]
     out, issues, _ = run(image, boxes, ["a", "a", "a", "b"])
     # box 1 repeats box 0 (IoU 0.99); box 3 has the same place but another label: kept
-    assert out.labels == ["a", "a", "b"] and out.boxes.tolist() == [[10, 10, 50, 50], [60, 10, 90, 50], [10, 10, 50, 50]]
+    assert out.labels == ["a", "a", "b"] and out.boxes.tolist() == [[10, 10, 50, 50], [60, 10, 90, 50],
+                                                                    [10, 10, 50, 50]]
     (issue,) = issues
     assert (issue.rule, issue.box, issue.details["duplicate_of"]) == ("duplicate_box", 1, 0)
     assert issue.details["iou"] == pytest.approx(40 * 40 / (40 * 40.5), abs=1e-4)

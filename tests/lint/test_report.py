@@ -25,7 +25,8 @@ def mixed(tmp_path: Path) -> AnnotationSet:
     good = record(save(tmp_path / "good.png", texture(1)), [[5, 5, 30, 30]], ["a"])
     cut = record(truncate(save(tmp_path / "cut.jpg", texture(2), quality=90)), [[5, 5, 30, 30]], ["a"])
     boxes = record(save(tmp_path / "boxes.png", texture(3)), [[-5, 5, 30, 30], [5, 5, 30, 30], [5, 5, 30, 30.2],
-                                                             [40, 40, 40, 60], [1, 1, 9, 9]], ["a", "b", "b", "a", "zz"])
+                                                             [40, 40, 40, 60], [1, 1, 9, 9]],
+                   ["a", "b", "b", "a", "zz"])
     return AnnotationSet([good, cut, boxes], [SkippedImage(str(tmp_path / "lost.png"), "image file not found")],
                          dropped_boxes=2)
 

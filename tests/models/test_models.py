@@ -245,7 +245,8 @@ def test_generic_backbone_pretrained_layout(tmp_path: Path) -> None:
                                  weights_dir=tmp_path)
     assert spec.pretrained_backbone
     frozen = [m for m in model.backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
-    assert len(frozen) == sum(isinstance(m, nn.BatchNorm2d) for m in torchvision.models.efficientnet_b0().features.modules())
+    assert len(frozen) == sum(isinstance(m, nn.BatchNorm2d)
+                              for m in torchvision.models.efficientnet_b0().features.modules())
     body = model.backbone.body
     assert not body["0"][0].weight.requires_grad  # stem frozen
     assert body["8"][0].weight.requires_grad      # last stage trains

@@ -208,5 +208,6 @@ def test_settings_check_pretrained_before_anything_runs(settings_file: Callable[
     assert "resnet50 retinanet v2" in err
     path = settings_file(model={"min_size": 96, "max_size": 96, "pretrained": "imagnet"})
     assert main(["-f", str(path), "--check"]) == 2
-    assert "model.pretrained: 'imagnet' is not one of imagenet, coco, none nor a weights file" in capsys.readouterr().err
+    assert ("model.pretrained: 'imagnet' is not one of imagenet, coco, none nor a weights file"
+            in capsys.readouterr().err)
     assert not (tmp_path / "train").exists()

@@ -172,7 +172,8 @@ def test_export_of_an_unknown_task_fails_and_keeps_the_old_snapshot(original, mo
     opts = db_args(mongo_settings, mongo_db, tmp_path)
     assert obdb(["db", "export", "--out", str(out), *opts]) == 0
     before = {name: (out / name).read_bytes() for name in FILES}
-    assert obdb(["db", "export", "--out", str(out), "--task", "gt_train_video00", "--task", "gt_train_video0", *opts]) == 2
+    assert obdb(["db", "export", "--out", str(out), "--task", "gt_train_video00", "--task", "gt_train_video0",
+                 *opts]) == 2
     assert "no task named 'gt_train_video0'" in capsys.readouterr().err  # a prefix is not a match
     assert {name: (out / name).read_bytes() for name in FILES} == before
 
@@ -195,7 +196,8 @@ def test_json_array_is_read_in_one_pass(tmp_path) -> None:
     from obdb.mongo import snapshot
 
     n = 3000
-    text = "[\n" + ",\n".join(json.dumps({"task_name": "t", "frame": i, "points": [i, 1, 2, 3]}) for i in range(n)) + "\n]\n"
+    text = ("[\n" + ",\n".join(json.dumps({"task_name": "t", "frame": i, "points": [i, 1, 2, 3]}) for i in range(n))
+            + "\n]\n")
     counting = CountingText(text)
     path = tmp_path / "annotation_data.json"
     items = list(snapshot._read_array(path, counting))

@@ -268,7 +268,8 @@ def test_a_bad_warm_start_is_found_before_optuna_db_and_the_split(settings_file:
 
 
 def _search(storage: Any, objective: Any, name: str = "s") -> Any:
-    return run_search(objective, name=name, storage=storage, sampler=build_sampler("random", n_startup_trials=1, seed=0),
+    return run_search(objective, name=name, storage=storage,
+                      sampler=build_sampler("random", n_startup_trials=1, seed=0),
                       pruner=build_pruner("none", warmup_epochs=1, max_epochs=1), space=SPACE, log_scale=["lr"],
                       base=HyperParams(), max_trials=3)
 

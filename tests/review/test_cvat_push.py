@@ -66,7 +66,8 @@ def test_review_shapes_propose_the_fix() -> None:
 
 
 def test_push_to_cvat_adds_auto_shapes_once(fake_cvat, settings_file: Callable[..., Path], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     from obdb.cli.review import push
     from obdb.settings import load_settings
 

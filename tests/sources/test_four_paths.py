@@ -50,7 +50,8 @@ def xml_shape(kind: str, label: str, p: list[float], rotation: float, proposal: 
         return (f'<box {common} xtl="{p[0]}" ytl="{p[1]}" xbr="{p[2]}" ybr="{p[3]}" rotation="{rotation}">'
                 f"{review}</box>")
     if kind == "ellipse":
-        return f'<ellipse {common} cx="{p[0]}" cy="{p[1]}" rx="{p[2] - p[0]}" ry="{p[1] - p[3]}" rotation="{rotation}"/>'
+        return (f'<ellipse {common} cx="{p[0]}" cy="{p[1]}" rx="{p[2] - p[0]}" ry="{p[1] - p[3]}" '
+                f'rotation="{rotation}"/>')
     if kind == "mask":
         left, top, right, bottom = p[-4:]
         rle = ", ".join(str(int(v)) for v in p[:-4])

@@ -402,10 +402,13 @@ def test_proposals_left_out_are_counted_and_frames_with_skipped_shapes_are_no_ne
 
     monkeypatch.setattr(driver, "is_ground_truth", human_only)
     xml = write(data / "annotations" / "p.xml", cvat_xml("t", [
-        '<image id="0" name="a.png" width="64" height="48"><box label="T" source="manual" xtl="1" ytl="1" xbr="9" ybr="9"/>'
-        '<box label="T" source="auto" xtl="2" ytl="2" xbr="9" ybr="9"><attribute name="review">rejected</attribute></box>'
+        '<image id="0" name="a.png" width="64" height="48">'
+        '<box label="T" source="manual" xtl="1" ytl="1" xbr="9" ybr="9"/>'
+        '<box label="T" source="auto" xtl="2" ytl="2" xbr="9" ybr="9">'
+        '<attribute name="review">rejected</attribute></box>'
         "</image>",
-        '<image id="1" name="b.png" width="64" height="48"><box label="T" source="auto" xtl="1" ytl="1" xbr="9" ybr="9"/>'
+        '<image id="1" name="b.png" width="64" height="48">'
+        '<box label="T" source="auto" xtl="1" ytl="1" xbr="9" ybr="9"/>'
         "</image>",
         '<image id="2" name="c.png" width="64" height="48"><polygon label="T" points="1,1;9,1;9,9"/></image>']))
     with caplog.at_level(logging.INFO, logger="obdb.sources"):

@@ -113,7 +113,8 @@ def test_exact_task_names_only(field, mongo_db, mongo_settings, tmp_path) -> Non
     assert [r.image_id for r in loaded.records] == ["gt_val_A/fielddata/s1/v1frame0000.png"]
     assert loaded.records[0].path == field / "fielddata/s1/v1frame0000.png"
     assert loaded.records[0].group == "A" and loaded.records[0].frame == 0  # group: task without split prefix
-    with pytest.raises(SourceError, match=r"task\(s\) not found: \['gt_val', 'gt_val_A.\*'\].*'gt_val_A', 'gt_val_A_2'"):
+    with pytest.raises(SourceError,
+                       match=r"task\(s\) not found: \['gt_val', 'gt_val_A.\*'\].*'gt_val_A', 'gt_val_A_2'"):
         mongo_load(field, tmp_path, mongo_db.name, mongo_settings, ["gt_val", "gt_val_A.*", "gt_val_A"])
 
 
@@ -177,7 +178,8 @@ def test_shapes_grouped_by_frame_convert_like_whole_documents(field, mongo_db, m
     assert parsed == task_to_parsed(read_task(mongo_db, doc), mongo_db.name, field)
     shapes = {f.frame: [(s.kind, s.points, s.label, s.occluded) for s in f.shapes] for f in parsed.frames}
     assert shapes == {0: [("rectangle", [30, 30, 50, 40], "stone", False), ("rectangle", [1, 2, 11, 12], "weed", True),
-                          ("polygon", [5, 5, 40, 8, 20, 30], "weed", False), ("rectangle", [6, 6, 9, 9], "crop", False)],
+                          ("polygon", [5, 5, 40, 8, 20, 30], "weed", False),
+                          ("rectangle", [6, 6, 9, 9], "crop", False)],
                       1: [("rectangle", [4, 4, 14, 24], "crop", False)],
                       2: [("polyline", [], "weed", False)],  # not a box kind: its points are not read
                       3: [("points", [3, 4, 10, 20, 7, 7], "crop", False)]}

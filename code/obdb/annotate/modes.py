@@ -133,7 +133,8 @@ class TaskPredictions:
 
 
 def frames_note(undecodable: Sequence[tuple[int, str]]) -> str:
-    return skip_note([(f"frame {frame}", reason.split("cannot decode the image: ")[-1]) for frame, reason in undecodable])
+    return skip_note([(f"frame {frame}", reason.split("cannot decode the image: ")[-1])
+                      for frame, reason in undecodable])
 
 
 def _predict_task(session: CvatSession, function: ModelDetectionFunction, task: TaskInfo,
@@ -148,7 +149,8 @@ def _predict_task(session: CvatSession, function: ModelDetectionFunction, task: 
         raise AnnotateError(f"task {task.name!r} (id {task.id}): none of its {len(frames)} frame(s) can be decoded: "
                             f"{frames_note(bad)}; check the task's files in CVAT")
     skipped = {position for position, _ in undecodable}
-    return TaskPredictions([(f.index, d) for position, (f, d) in enumerate(zip(frames, found)) if position not in skipped],
+    return TaskPredictions([(f.index, d) for position, (f, d) in enumerate(zip(frames, found))
+                            if position not in skipped],
                            bad)
 
 

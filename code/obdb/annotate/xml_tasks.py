@@ -137,7 +137,8 @@ def read_xml_task(path: Path) -> XmlTask:
     ignored: Counter[str] = Counter(node.tag for node in root.iterfind("image/tag"))
     images = []
     for frame in parsed.frames:
-        image = XmlImage(frame=frame.frame or 0, name=frame.name, width=frame.width or None, height=frame.height or None)
+        image = XmlImage(frame=frame.frame or 0, name=frame.name, width=frame.width or None,
+                         height=frame.height or None)
         for s in frame.shapes:
             if s.kind not in UPLOAD_KINDS:
                 ignored[s.kind] += 1

@@ -27,11 +27,13 @@ def _common(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:
     parser.add_argument("--url", help="CVAT server URL (default: $CVAT_URL)")
     add_bool(parser, "--allow-version-mismatch", "go on when the server's version is not one this tool was "
           "tested with")
-    parser.add_argument("-o", "--out", type=Path, metavar="DIR", default=Path(os.environ.get("OBDB_OUT") or DEFAULT_OUT),
+    parser.add_argument("-o", "--out", type=Path, metavar="DIR",
+                        default=Path(os.environ.get("OBDB_OUT") or DEFAULT_OUT),
                         help="output folder for backups and reports (default: $OBDB_OUT or ./auto_annotate_out)")
     if writes:
         add_bool(parser, "--dry-run", "print what would change per task and write nothing")
-        parser.add_argument("--chunk-size", type=whole_number(1), default=2000, help="shapes per upload request (default 2000)")
+        parser.add_argument("--chunk-size", type=whole_number(1), default=2000,
+                            help="shapes per upload request (default 2000)")
     add_common(parser)
 
 
@@ -172,7 +174,8 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Any], list[str], list[
         labels = [n.strip() for n in args.labels.split(",") if n.strip()] if args.labels else loaded.label_names()
         return loaded.records, labels, [args.images]
     if not args.settings:
-        raise AnnotateError("give -f SETTINGS (its data source, optionally --split) or --annotations FILES --images DIR")
+        raise AnnotateError("give -f SETTINGS (its data source, optionally --split) "
+                            "or --annotations FILES --images DIR")
     from ..prepare import choose_class_map, keep_class_map, load_annotations, require_records
     from ..records import records_by_split
     from ..settings import load_settings

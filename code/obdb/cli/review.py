@@ -36,7 +36,8 @@ def build_parser(prog: str = "obdb review") -> argparse.ArgumentParser:
     parser.add_argument("--folds", type=whole_number(1), metavar="K",
                         help="number of folds (default: split.tsne.folds of a k-fold tsne split, else 5); "
                         "with a k-fold split of the same K its folds are used")
-    parser.add_argument("--epochs", type=whole_number(1), metavar="N", help="epochs per fold (default: max_train_epochs)")
+    parser.add_argument("--epochs", type=whole_number(1), metavar="N",
+                        help="epochs per fold (default: max_train_epochs)")
     parser.add_argument("--variant", help="variant to train (default: the first of the settings' variants)")
     parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="output folder (default: <save_dir>/review)")
     parser.add_argument("--top", type=whole_number(1), default=50, metavar="N",

@@ -18,17 +18,17 @@ from .review import ACCEPTED, REJECTED, REVIEW, SCORE, UNREVIEWED, format_score,
 from .shapes import NamedShape, auto_shapes, named_shape
 from .tasks import (FrameMeta, TaskInfo, download_frame, expand_tracks, find_task, get_annotations, get_task,
                     list_tasks, task_frames, task_labels)
-from .writes import (add_label_attributes, add_shapes, backup_annotations, create_task, delete_shapes, delete_task, read_backup,
-                     replace_annotations, set_jobs_state)
+from .writes import (add_label_attributes, add_shapes, backup_annotations, create_task, delete_shapes, delete_task,
+                     read_backup, replace_annotations, set_jobs_state)
 
 __all__ = [
     "SUPPORTED_SERVER_VERSIONS", "CvatCredentials", "CvatError", "CvatSession", "CvatUnavailable", "connect",
     "FrameMeta", "TaskInfo", "download_frame", "expand_tracks", "find_task", "get_annotations", "get_task",
     "list_tasks", "task_frames", "task_labels",
-    "add_label_attributes", "add_shapes", "backup_annotations", "create_task", "delete_shapes", "delete_task", "read_backup",
-    "replace_annotations", "set_jobs_state",
-    "AUTO", "AnnotateError", "TaskPlan", "format_plans", "RunOptions", "apply_plan", "check_target", "find_task_by_name",
-    "finish",
+    "add_label_attributes", "add_shapes", "backup_annotations", "create_task", "delete_shapes", "delete_task",
+    "read_backup", "replace_annotations", "set_jobs_state",
+    "AUTO", "AnnotateError", "TaskPlan", "format_plans", "RunOptions", "apply_plan", "check_target",
+    "find_task_by_name", "finish",
     "plan_create", "plan_for_files", "plan_update", "ACCEPTED", "REJECTED", "REVIEW", "SCORE", "UNREVIEWED",
     "format_score", "label_definitions", "NamedShape", "auto_shapes", "named_shape",
 ]

@@ -68,7 +68,8 @@ def stale_review_spec(label_spec: dict[str, Any]) -> dict[str, Any] | None:
         values = [str(v) for v in attr.get("values") or []]
         if attr.get("default_value") == NEUTRAL and NEUTRAL in values:
             return None
-        return {"id": int(attr["id"]), "name": REVIEW, "input_type": "select", "mutable": bool(attr.get("mutable", True)),
+        return {"id": int(attr["id"]), "name": REVIEW, "input_type": "select",
+                "mutable": bool(attr.get("mutable", True)),
                 "values": [NEUTRAL] + [v for v in values if v != NEUTRAL], "default_value": NEUTRAL}
     return None
 

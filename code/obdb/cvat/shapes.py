@@ -24,7 +24,8 @@ class Detections(Protocol):
     labels: list[str]
 
 
-NamedShape = dict[str, Any]  # {"type","frame","label","points","occluded","z_order","rotation","source","group","attributes": {name: value}}
+# {"type","frame","label","points","occluded","z_order","rotation","source","group","attributes": {name: value}}
+NamedShape = dict[str, Any]
 
 
 def named_shape(kind: str, frame: int, label: str, points: Sequence[float], *, source: str = "manual",

@@ -175,5 +175,6 @@ def _run_search(objective: Objective, *, name: str, storage: optuna.storages.Bas
     best = study.best_trial
     full = best.user_attrs.get("params_full") or {**base.model_dump(), **best.params}
     return SearchResult(params=HyperParams.model_validate(full), value=float(best.value), trial_number=best.number,
-                        n_complete=len(complete), n_pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+                        n_complete=len(complete),
+                        n_pruned=len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
                         n_failed=len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))), study_name=name)

@@ -104,7 +104,8 @@ def _check_record(record: ImageRecord, settings: LintSettings) -> tuple[ImageRec
 
 
 def _drop_duplicates(record: ImageRecord, keep: list[int], boxes: list[tuple[float, float, float, float]],
-                     threshold: float, issues: list[Issue]) -> tuple[list[int], list[tuple[float, float, float, float]]]:
+                     threshold: float,
+                     issues: list[Issue]) -> tuple[list[int], list[tuple[float, float, float, float]]]:
     """Greedy in box order: a box is dropped when it matches an earlier *kept* box of its label."""
     if len(keep) < 2:
         return keep, boxes
@@ -119,5 +120,6 @@ def _drop_duplicates(record: ImageRecord, keep: list[int], boxes: list[tuple[flo
         issues.append(issue_for(record, "duplicate_box", WARN, DROPPED_BOX,
                                 f"{labels[pos]} box {box_text(boxes[pos])} repeats box {keep[match]} "
                                 f"(IoU {iou[match, pos]:.3f})", box=keep[pos], label=labels[pos],
-                                coords=_coords(boxes[pos]), duplicate_of=keep[match], iou=round(float(iou[match, pos]), 4)))
+                                coords=_coords(boxes[pos]), duplicate_of=keep[match],
+                                iou=round(float(iou[match, pos]), 4)))
     return [keep[s] for s in survivors], [boxes[s] for s in survivors]

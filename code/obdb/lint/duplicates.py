@@ -45,8 +45,8 @@ def exact_duplicates(records: Sequence[ImageRecord],
         same_file = original.path == record.path
         issues.append(issue_for(record, "exact_duplicate", WARN, DROPPED_IMAGE,
                                 f"{'the same file as' if same_file else 'same content as'} {original.image_id} "
-                                f"({original.path})", duplicate_of=original.image_id, duplicate_of_path=str(original.path),
-                                cross_group=original.group != record.group))
+                                f"({original.path})", duplicate_of=original.image_id,
+                                duplicate_of_path=str(original.path), cross_group=original.group != record.group))
     return kept, issues
 
 
@@ -79,7 +79,8 @@ def near_duplicates(records: Sequence[ImageRecord], facts: dict[str, ImageFacts]
         if drop:
             dropped.add(row)
         where = f"another group ({records[partner].group})" if cross else "the same group"
-        issues.append(issue_for(record, "near_duplicate", WARN if cross or drop else INFO, DROPPED_IMAGE if drop else KEPT,
+        issues.append(issue_for(record, "near_duplicate", WARN if cross or drop else INFO,
+                                DROPPED_IMAGE if drop else KEPT,
                                 f"{int(bits)} bit(s) from {records[partner].image_id} in {where}",
                                 near=records[partner].image_id, near_path=str(records[partner].path), bits=int(bits),
                                 cross_group=cross, partners=len(earlier[row])))

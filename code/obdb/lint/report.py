@@ -69,7 +69,8 @@ def build_report(records_in: Sequence[ImageRecord], records_out: Sequence[ImageR
 
 def _issue_order(issue: Issue) -> tuple[int, int, str, str, int]:
     rule_rank = list(RULES).index(issue.rule)
-    return (-SEVERITY_RANK[issue.severity], rule_rank, issue.image_id, issue.path, -1 if issue.box is None else issue.box)
+    return (-SEVERITY_RANK[issue.severity], rule_rank, issue.image_id, issue.path,
+            -1 if issue.box is None else issue.box)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -116,7 +117,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     for rule, block in report["rules"].items():
         sev = ", ".join(f"{k} {v}" for k, v in sorted(block["severity"].items()))
         act = ", ".join(f"{k} {v}" for k, v in sorted(block["action"].items()))
-        out.append(f"| `{rule}` | {block['issues']} | {block['images']} | {sev} | {act} | {_cell(block['description'])} |")
+        out.append(f"| `{rule}` | {block['issues']} | {block['images']} | {sev} | {act} "
+                   f"| {_cell(block['description'])} |")
     if report["unknown_labels"]:
         out += ["", "## Labels missing from the class map", "", "| label | boxes |", "|---|---:|"]
         out += [f"| {_cell(k)} | {v} |" for k, v in report["unknown_labels"].items()]
@@ -140,4 +142,5 @@ def to_markdown(report: dict[str, Any]) -> str:
 def write_report(folder: Path, report: dict[str, Any]) -> dict[str, Path]:
     """``report.json`` and ``report.md`` under ``folder``, each written atomically."""
     folder = Path(folder)
-    return {"json": write_json(folder / "report.json", report), "md": write_text(folder / "report.md", to_markdown(report))}
+    return {"json": write_json(folder / "report.json", report),
+            "md": write_text(folder / "report.md", to_markdown(report))}

@@ -85,7 +85,8 @@ def _parse(uri: str, what: str) -> dict[str, Any]:
     except (ConfigurationError, ValueError) as err:
         # the driver's message may quote the URI; say what is wrong without it
         reason = str(err).replace(uri, redact_uri(uri))
-        raise MongoConfigError(f"{what}: not a valid MongoDB URI ({redact_uri(reason)})") from None  # the URI may hold a password
+        # the URI may hold a password
+        raise MongoConfigError(f"{what}: not a valid MongoDB URI ({redact_uri(reason)})") from None
 
 
 def client_options(settings: MongoSettings, env: Mapping[str, str] = os.environ) -> tuple[str, dict[str, Any]]:
@@ -153,7 +154,8 @@ def connect(settings: MongoSettings, *, env: Mapping[str, str] = os.environ) -> 
         try:
             client = _client(uri, (left if final else share), options)
         except ConfigurationError as err:
-            raise MongoConfigError(f"MongoDB options are invalid: {_scrub(str(err), secret, uri)}") from None  # scrubbed: no cause
+            # scrubbed: no cause
+            raise MongoConfigError(f"MongoDB options are invalid: {_scrub(str(err), secret, uri)}") from None
         try:
             client.admin.command("ping")
             # a ping needs no login; ask for something that does, so a missing or wrong login fails here

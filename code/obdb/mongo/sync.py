@@ -199,8 +199,8 @@ def shape_documents(frames: list[FrameMeta], annotations: dict[str, Any], labels
     return docs
 
 
-def fetch_task(session: CvatSession, task: TaskInfo, skipped: Counter[str]) -> tuple[dict[str, Any], list[dict[str, Any]],
-                                                                                    list[dict[str, Any]]]:
+def fetch_task(session: CvatSession, task: TaskInfo,
+               skipped: Counter[str]) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Download one task (labels, frame list, annotations: three requests, no images) as the
     ``tasks`` document fields, ``meta.frames`` and ``annotation_data`` documents."""
     specs = task_labels(session, task.id)

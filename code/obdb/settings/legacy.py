@@ -166,7 +166,8 @@ def normalise(raw: dict[str, Any]) -> Normalised:
     problems: list[str] = []
     variants = raw.get("variants")
     variant_names = set(variants) if isinstance(variants, list) and all(isinstance(v, str) for v in variants) else set()
-    blocks: dict[str, Any] = dict(raw.get("variant_settings") or {}) if isinstance(raw.get("variant_settings"), dict) else {}
+    blocks: dict[str, Any] = (dict(raw.get("variant_settings") or {}) if isinstance(raw.get("variant_settings"), dict)
+                              else {})
     own_fields = set(Settings.model_fields)
     ignored_metrics: list[str] = []
     placeholders: list[str] = []

@@ -118,7 +118,8 @@ class CvatSettings(StrictModel):
     ``CVAT_ACCESS_TOKEN``) in the environment, never from this file."""
 
     url: Optional[str] = Field(None, description="server URL; env CVAT_URL wins")
-    cache_dir: Optional[str] = Field(None, description="downloaded frames and annotations; default <save_dir>/cvat_cache")
+    cache_dir: Optional[str] = Field(None,
+                                     description="downloaded frames and annotations; default <save_dir>/cvat_cache")
     offline: bool = Field(False, description="use only the cache (no server needed)")
     allow_version_mismatch: bool = False
     retries: int = Field(4, ge=0, le=50, description="extra tries of a request on connection errors and 5xx")

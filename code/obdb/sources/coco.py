@@ -43,7 +43,8 @@ def parse_coco(path: Path, data: dict[str, Any], images_dir: Path) -> Task:
         if entry["id"] in frames:
             raise SourceError(f"{path}: COCO image id {entry['id']!r} appears twice")
         frames[entry["id"]] = Frame(name=str(entry["file_name"]), frame=to_int_or_none(entry["id"]),
-                                    width=to_int_or_none(entry.get("width")), height=to_int_or_none(entry.get("height")))
+                                    width=to_int_or_none(entry.get("width")),
+                                    height=to_int_or_none(entry.get("height")))
 
     for ann in data["annotations"]:
         if not isinstance(ann, dict):

@@ -58,7 +58,8 @@ def parsed_task(entry: dict[str, Any], folder: Path) -> Task:
                               f"{shape.get('label_id')!r} is not one of the task's labels")
         frames[shape["frame"]].shapes.append(api_shape(shape, labels[shape["label_id"]], attribute_names))
     kept = [frame for frame, info in zip(frames, entry["frames"]) if not info.get("deleted")]
-    return Task(name=name, frames=kept, root=folder, origin=str(folder), format="cvat-api", labels=list(labels.values()))
+    return Task(name=name, frames=kept, root=folder, origin=str(folder), format="cvat-api",
+                labels=list(labels.values()))
 
 
 def api_shape(shape: dict[str, Any], label: str, attribute_names: Mapping[Any, str]) -> Shape:

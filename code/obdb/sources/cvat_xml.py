@@ -127,7 +127,8 @@ def parse_cvat(path: Path, root: ET.Element, images_dir: Path) -> Task:
         frames.append(Frame(name=name, frame=to_int_or_none(image.get("id")), width=to_int_or_none(image.get("width")),
                             height=to_int_or_none(image.get("height")),
                             shapes=[_shape(node, path, where) for node in image if node.tag not in _NOT_SHAPES]))
-    labels = [node.text.strip() for node in root.iterfind("meta/*/labels/label/name") if node.text and node.text.strip()]
+    labels = [node.text.strip() for node in root.iterfind("meta/*/labels/label/name")
+              if node.text and node.text.strip()]
     return Task(name=_task_name(root) or path.stem, frames=frames, root=images_dir, origin=str(path), format="cvat",
                 labels=labels)
 

@@ -171,7 +171,8 @@ def _locate(root: Path, frame: Frame, boxes: int, skipped: list[SkippedImage], s
     for path in tried:
         if path.is_file():
             return path
-    skipped.append(SkippedImage(str(tried[0]), "image file not found (tried " + ", ".join(map(str, tried)) + ")", boxes))
+    skipped.append(SkippedImage(str(tried[0]), "image file not found (tried " + ", ".join(map(str, tried)) + ")",
+                                boxes))
     return None
 
 

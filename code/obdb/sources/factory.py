@@ -40,7 +40,8 @@ def options_from_settings(settings: Settings) -> LoadOptions:
     ground truth is ``data.cvat.include_auto`` / ``data.mongo.include_auto`` for those sources and
     ``data.include_auto`` for local export files (a CVAT XML export carries each shape's source)."""
     data = settings.data
-    include_auto = {"cvat": data.cvat.include_auto, "mongo": data.mongo.include_auto}.get(data.source, data.include_auto)
+    include_auto = {"cvat": data.cvat.include_auto,
+                    "mongo": data.mongo.include_auto}.get(data.source, data.include_auto)
     return LoadOptions(keep_empty=data.keep_empty, label_map=dict(data.label_map), group_regex=data.group_regex,
                        polygons="skip" if "skip" in (data.polygons, data.mongo.polygons) else "bbox",
                        include_auto=include_auto)

@@ -26,7 +26,8 @@ from obdb.sources.contract import Frame, Shape, SourceError, Task
 from obdb.sources.truth import attribute_values
 
 #: The one-letter names of the fields the conversion reads (:data:`obdb.mongo.layout.SHAPE_FIELDS`).
-_ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT, _SOURCE, _ATTRIBUTES, _ROTATION = SHAPE_FIELDS
+(_ID, _KIND, _POINTS, _CLASS, _LABEL_ID, _OCCLUDED, _IMAGE, _WIDTH, _HEIGHT, _SOURCE, _ATTRIBUTES,
+ _ROTATION) = SHAPE_FIELDS
 Doc = dict[str, Any]
 
 
@@ -101,7 +102,8 @@ def _shape(doc: Doc, task: str, frame: int, label_names: dict[Any, str]) -> Shap
             raise SourceError(f"{where}: a rectangle needs 4 points values [xtl, ytl, xbr, ybr], got {points!r}")
     attributes, rotation = doc.get(_ATTRIBUTES), doc.get(_ROTATION)
     return Shape(kind=kind, points=values, label=label, occluded=bool(doc.get(_OCCLUDED, False)),
-                 rotation=float(rotation) if isinstance(rotation, (int, float)) and not isinstance(rotation, bool) else 0.0,
+                 rotation=(float(rotation) if isinstance(rotation, (int, float)) and not isinstance(rotation, bool)
+                           else 0.0),
                  source=doc.get(_SOURCE) if isinstance(doc.get(_SOURCE), str) else None,
                  attributes=attribute_values(attributes),
                  ref=f"annotation_data {doc.get(_ID)}")

@@ -138,7 +138,8 @@ class BackboneExtractor(FeatureExtractor):
         self.image_size = image_size
         self.batch_size = batch_size
         self.id = f"{backbone}-{Path(weights_path).stem}-{image_size}px-gap"
-        self.source = f"{backbone} pretrained features ({Path(weights_path).name}, {image_size} px, global average pool)"
+        self.source = (f"{backbone} pretrained features ({Path(weights_path).name}, {image_size} px, "
+                       f"global average pool)")
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 

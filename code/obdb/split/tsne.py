@@ -56,8 +56,8 @@ class Analysis:
 
 def analyse(records: Sequence[ImageRecord], options: TsneSplitSettings, *, seed: int,
             cache_dir: str | os.PathLike[str] | None = None, weights_dir: str | os.PathLike[str] | None = None,
-            pretrained: str = "imagenet", features: np.ndarray | None = None, dhashes: np.ndarray | None = None, progress: bool = False,
-            n_jobs: int | None = None) -> Analysis:
+            pretrained: str = "imagenet", features: np.ndarray | None = None, dhashes: np.ndarray | None = None,
+            progress: bool = False, n_jobs: int | None = None) -> Analysis:
     """Measure ``records``. ``features``/``dhashes`` (rows in record order) skip the image pass,
     for features made elsewhere (the benchmark, an earlier export)."""
     if len(records) < 2:
@@ -76,8 +76,8 @@ def analyse(records: Sequence[ImageRecord], options: TsneSplitSettings, *, seed:
             features = np.hstack([l2_normalise(features), l2_normalise(computed[f"{extractor.id}+crops"])])
         if options.dhash and dhashes is None:
             dhashes = computed[DHashExtractor.id]
-        info["features"] = {"extractor": extractor.id, "source": extractor.source, "dims": int(features.shape[1]), "crops": options.crops,
-                            "cache_dir": str(cache_dir) if cache_dir else None,
+        info["features"] = {"extractor": extractor.id, "source": extractor.source, "dims": int(features.shape[1]),
+                            "crops": options.crops, "cache_dir": str(cache_dir) if cache_dir else None,
                             "cache_hits": cache.hits, "cache_misses": cache.misses}
     else:
         features = np.asarray(features)

@@ -142,7 +142,8 @@ def set_max_detections(model: nn.Module, count: int) -> None:
         model.detections_per_img = count
 
 
-def to_record_pixels(predictions: list[dict[str, np.ndarray]], dataset: DetectionDataset) -> list[dict[str, np.ndarray]]:
+def to_record_pixels(predictions: list[dict[str, np.ndarray]],
+                     dataset: DetectionDataset) -> list[dict[str, np.ndarray]]:
     """Predictions on resized (cached) images mapped back to each record's own pixels, the
     coordinates of the ground truth that metrics are computed against."""
     if dataset.size is None:

@@ -249,9 +249,11 @@ class Trainer:
     def log_epoch(self) -> None:
         """One line per epoch, so a week-long run can be followed in its log file."""
         m = self.metrics
-        parts = [f"{self.name} epoch {self.state.epoch}/{self.max_epochs}", f"loss {m.get('train/loss', float('nan')):.4f}"]
+        parts = [f"{self.name} epoch {self.state.epoch}/{self.max_epochs}",
+                 f"loss {m.get('train/loss', float('nan')):.4f}"]
         if self.result is not None:
-            parts.append(f"val {self.result.score:.4f} (best {self.state.best_score:.4f} at epoch {self.state.best_epoch})")
+            parts.append(f"val {self.result.score:.4f} "
+                         f"(best {self.state.best_score:.4f} at epoch {self.state.best_epoch})")
         parts.append(f"lr {m.get('lr', 0.0):.2e}")
         log.info(", ".join(parts))
 
