@@ -198,3 +198,16 @@ def test_missing_task_is_a_clear_error(settings_file, tmp_path: Path) -> None:
     result = run_cli(RUNNER, "-f", str(path))
     assert result.returncode == 2
     assert "gt_train_video0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_diverging_final_training_is_one_line_naming_the_setting(settings_file, tmp_path: Path) -> None:
+    """lr 10 turns the loss into NaN/inf within the first steps: exit 2, no traceback, the message
+    names the variant, the lr and the key to change; no model is written."""
+    path = settings_file(resnet18={"run_hpo": 0, "use_settings_file": 1,
+                                   "optimal_hpo_settings": {**OPTIMAL, "lr": 10.0, "momentum": 0.99}})
+    result = run_cli(RUNNER, "-f", str(path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    line = next(x for x in result.stderr.splitlines() if x.startswith("error: "))
+    assert "resnet18 final: loss is" in line and "lr 10 came from resnet18.optimal_hpo_settings" in line, line
+    assert not (tmp_path / "train" / "resnet18" / "model.pt").exists()

@@ -28,7 +28,7 @@ from .paths import UnsafeName, safe_component
 from .prepare import Prepared, RunError, prepare
 from .records import stable_hash
 from .settings import HyperParams, Settings
-from .training import distributed
+from .training import TrainingDiverged, distributed
 from .training.config import fit_config, fit_data, model_spec, weights_dir
 from .training.fit import EarlySubset, FitConfig, FitData, fit
 
@@ -296,10 +296,16 @@ def _final_training(settings: Settings, variant: str, prepared: Prepared, paths:
     checkpoints = paths.checkpoint_dir(variant)
     distributed.on_rank0(prepare_final_checkpoints, checkpoints, params, settings.max_train_epochs)
     started = now()
-    model, state, spec = fit(data, replace(config, distributed=distributed.is_active()), params,
-                             max_epochs=settings.max_train_epochs, name=f"{variant} final",
-                             patience=settings.max_plateau_count, checkpoint_dir=checkpoints,
-                             log_dir=paths.tensorboard_dir(variant, "final"))
+    try:
+        model, state, spec = fit(data, replace(config, distributed=distributed.is_active()), params,
+                                 max_epochs=settings.max_train_epochs, name=f"{variant} final",
+                                 patience=settings.max_plateau_count, checkpoint_dir=checkpoints,
+                                 log_dir=paths.tensorboard_dir(variant, "final"))
+    except TrainingDiverged as err:
+        fix = ("the search's best trial: lower the upper bound of hpo_parameters.lr" if searched
+               else f"{variant}.optimal_hpo_settings: lower its lr")
+        raise TrainingDiverged(f"{err}; lr {params.lr:g} came from {fix} (or raise train.warmup_iters) and rerun; "
+                               f"variants already finished are kept") from err
     if not distributed.is_main():
         return _summary_row(variant, spec, info, {}, paths)  # rank 0 writes the outputs
     best = next((h for h in state.history if h.get("epoch") == state.best_epoch), {})

@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 DATA_WAIT_WARN = 0.2
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: these hyperparameters cannot train this model."""
+class TrainingDiverged(UserError, RuntimeError):
+    """The loss became NaN or infinite: these hyperparameters cannot train this model. A search
+    trial that diverges fails and the search goes on; a final training stops the run (exit 2)
+    with a message saying which setting to change."""
 
 
 @dataclass
