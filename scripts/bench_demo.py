@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,20 @@ def run_mode(mode: str, overrides: list[str], work: Path, env: dict[str, str]) -
            f"model.pretrained={mode}", f"save_dir={out}", f"writer_dir={out / 'runs'}", *overrides]
     print(f"[{mode}] {' '.join(cmd)}", flush=True)
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, check=False, stderr=subprocess.PIPE, text=True)
     seconds = time.monotonic() - start
+    sys.stderr.write(proc.stderr)
+    error = next((line for line in proc.stderr.splitlines() if line.startswith("error: ")), None)
     if proc.returncode != 0:
-        raise SystemExit(f"[{mode}] the runner exited {proc.returncode} after {seconds:.0f} s")
-    rows = json.loads((out / "summary.json").read_text())["variants"]
-    return {"mode": mode, "seconds": round(seconds, 1), "load_after": os.getloadavg()[0],
-            "variants": {r["variant"]: {k: r.get(k) for k in ("map", "map50", "epochs", "trials")} for r in rows}}
+        print(f"[{mode}] the runner exited {proc.returncode} after {seconds:.0f} s: {error}", flush=True)
+    variants: dict[str, Any] = {}
+    for folder in sorted(p for p in out.iterdir() if (p / "metrics.json").is_file()):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        minutes = (datetime.fromisoformat(metrics["finished"]) - datetime.fromisoformat(metrics["started"]))
+        variants[folder.name] = {"map": metrics["val"].get("map"), "map50": metrics["val"].get("map50"),
+                                 "epochs": metrics["epochs_run"], "final_min": round(minutes.total_seconds() / 60, 1)}
+    return {"mode": mode, "seconds": round(seconds, 1), "exit": proc.returncode, "error": error,
+            "load_after": os.getloadavg()[0], "variants": variants}
 
 
 def main() -> int:
@@ -136,12 +144,15 @@ def main() -> int:
 
     print(f"\nmachine: {os.cpu_count()} CPUs, torch {torch.__version__} threads {torch.get_num_threads()}, "
           f"cuda {torch.cuda.is_available()}, {platform.processor() or platform.machine()}")
-    print("| mode | wall time | variant | val mAP | val mAP50 | epochs | trials |\n|---|---|---|---|---|---|---|")
+    print("| mode | whole run | variant | final training | val mAP | val mAP50 | epochs |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         label = r["mode"] + (" (stand-in weights: mAP not ImageNet's)" if r["standin_weights"] else "")
         for name, v in r["variants"].items():
-            print(f"| {label} | {r['seconds'] / 60:.1f} min | {name} | {v['map']} | {v['map50']} | {v['epochs']} "
-                  f"| {v['trials']} |")
+            print(f"| {label} | {r['seconds'] / 60:.1f} min | {name} | {v['final_min']} min | {v['map']} "
+                  f"| {v['map50']} | {v['epochs']} |")
+        if r["exit"]:
+            print(f"| {label} | {r['seconds'] / 60:.1f} min | (exit {r['exit']}) | {r['error']} | | | |")
     if len(results) == 2:
         print(f"time ratio {results[0]['mode']}/{results[1]['mode']} = "
               f"{results[0]['seconds'] / results[1]['seconds']:.2f}")
