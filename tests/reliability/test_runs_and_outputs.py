@@ -287,6 +287,21 @@ def test_a_study_whose_every_trial_diverged_is_one_line_exit_2(tmp_path: Path,
     assert len(err) == 1 and err[0].startswith("error: study s2: no trial completed")
 
 
+def test_a_diverged_trial_is_a_failed_trial_in_one_line_and_the_search_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def first_diverges(params: HyperParams, number: int, hooks: Any) -> float:
+        if number == 0:
+            raise TrainingDiverged(f"trial {number}: loss is nan at epoch 1, iteration 3")
+        return 0.5
+
+    _search(open_storage(f"sqlite:///{tmp_path / 'optuna.db'}"), first_diverges)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[0].user_attrs["fail_reason"] == "trial 0: loss is nan at epoch 1, iteration 3"
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback in the log, Optuna's included
+    assert "trial 0: loss is nan at epoch 1, iteration 3: this trial counts as failed" in caplog.text
+
+
 def test_sqlite_disk_full_during_the_study_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """SQLite's ``max_page_count`` makes the database "full" as a full volume does (SQLITE_FULL)."""
     import sqlalchemy

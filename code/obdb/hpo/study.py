@@ -145,9 +145,11 @@ def _run_search(objective: Objective, *, name: str, storage: optuna.storages.Bas
         trial.set_user_attr("params_full", params.model_dump())
         try:
             return objective(params, trial.number, [PruneHook(trial)])
-        except TrainingDiverged as err:  # kept for the "no trial completed" message
-            trial.set_user_attr("fail_reason", " ".join(str(err).split())[:300])
-            raise
+        except TrainingDiverged as err:
+            reason = " ".join(str(err).split())[:300]
+            trial.set_user_attr("fail_reason", reason)  # kept for the "no trial completed" message
+            log.warning("%s: this trial counts as failed and the search goes on", reason)
+            return float("nan")  # Optuna records a failed trial, without the traceback a raise would print
 
     if shared and remaining > 0:
         sampler.reseed_rng()  # workers with the same settings.seed must not propose the same points
