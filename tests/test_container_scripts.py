@@ -116,9 +116,12 @@ def test_leftover_worker_containers_are_removed_or_refused(fake_docker: dict[str
 
 def test_interrupt_while_waiting_stops_and_removes_the_workers(fake_docker: dict[str, str], tmp_path: Path) -> None:
     project, fake = tmp_path / "project", tmp_path / "fake"
+    # SIGINT at its default, as in a terminal: a suite started in the background (`cmd &` without job
+    # control) inherits it ignored, and a shell cannot trap a signal ignored on entry
     process = subprocess.Popen(["bash", str(ROOT / "scripts" / "run_training.sh"), *RELATIVE, "--workers", "2"],
                                cwd=project, env={**fake_docker, "FAKE_WAIT": "60"}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 30
     while "wait obdb-test-worker-0" not in (fake / "calls").read_text() and time.time() < deadline:
         time.sleep(0.1)
