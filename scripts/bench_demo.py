@@ -67,20 +67,6 @@ def calibrated_standin(backbone: str, tiles: list[Path], out_dir: Path, size: in
     return target
 
 
-def real_weights_available(overrides: list[str]) -> str | None:
-    """None when the demo's ImageNet files are cached or downloadable now, else the reason."""
-    from obdb.models import ModelError
-    from obdb.pipeline import fetch_pretrained
-    from obdb.settings import load_settings
-
-    settings = load_settings(SETTINGS, [*overrides, "model.pretrained=imagenet"])
-    try:
-        fetch_pretrained(settings, settings.variants, progress=True)
-    except ModelError as err:
-        return str(err).split(";")[0]
-    return None
-
-
 def run_mode(mode: str, overrides: list[str], work: Path, env: dict[str, str]) -> dict[str, Any]:
     out = work / f"demo-{mode}"
     cmd = [sys.executable, str(ROOT / "code" / "torch_model_runner.py"), "-f", str(SETTINGS),
@@ -114,7 +100,7 @@ def main() -> int:
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
-    from obdb.demo import fetch_demo
+    from obdb.demo import demo_pretrained, fetch_demo
 
     fetch_demo(ROOT / "data" / "demo", progress=False)
     env = dict(os.environ)
@@ -123,10 +109,10 @@ def main() -> int:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         standin = False
-        if "imagenet" in modes and (reason := real_weights_available(args.overrides)) is not None:
+        # the demo's own check: "none" (after one line on stderr saying why) when the files cannot be had
+        if "imagenet" in modes and demo_pretrained(SETTINGS, args.overrides) == "none":
             if not args.standin:
-                print(f"no ImageNet weights ({reason}); pass --standin to time the path with stand-in files",
-                      file=sys.stderr)
+                print("pass --standin to time the imagenet path with stand-in files", file=sys.stderr)
                 return 2
             weights = work / "standin-weights"
             weights.mkdir(exist_ok=True)

@@ -135,6 +135,12 @@ def resize_to(image: Tensor, size: tuple[int, int]) -> Tensor:
     return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def detector_max_size(model: object) -> int | None:
+    """The ``max_size`` of a torchvision detector's own transform (what :func:`pad_thin` needs),
+    or None for a model without one."""
+    return getattr(getattr(model, "transform", None), "max_size", None)
+
+
 def pad_thin(image: Tensor, max_size: int | None) -> Tensor:
     """``image`` (``C×H×W``) padded with zeros at the bottom/right so the detector's own resize
     cannot make a side 0 px.

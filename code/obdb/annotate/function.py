@@ -36,7 +36,7 @@ from ..cvat import AnnotateError
 from ..cvat.detection import detection_shapes, detection_spec
 from ..fullhd import crop_frame, to_frame
 from ..evaluation.predict import clip_boxes
-from ..image_cache import pad_thin
+from ..image_cache import detector_max_size, pad_thin
 from ..imageio import open_rgb, to_rgb8
 from ..models import load_model
 from ..records import ClassMap
@@ -68,9 +68,17 @@ class Detections:
 NO_DETECTIONS = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
 
 
+class UndecodableImage(AnnotateError):
+    """An image that does not decode; ``reason`` is the decoder's message without the image's name."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: cannot decode the image: {reason}")
+        self.reason = reason
+
+
 def _decode(source: ImageSource) -> PIL.Image.Image:
     """The frame as CVAT shows it (EXIF orientation applied, 8-bit RGB), so boxes land in the
-    frame annotators see; a file that does not decode is an :class:`AnnotateError` naming it."""
+    frame annotators see; a file that does not decode is an :class:`UndecodableImage` naming it."""
     if callable(source) and not isinstance(source, PIL.Image.Image):
         source = source()
     if isinstance(source, PIL.Image.Image):
@@ -80,8 +88,8 @@ def _decode(source: ImageSource) -> PIL.Image.Image:
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as err:
         if isinstance(source, (bytes, bytearray)):  # PIL names a BytesIO object: say what it held instead
             reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", f"({len(source)} bytes)", str(err))
-            raise AnnotateError(f"downloaded frame: cannot decode the image: {reason}") from err
-        raise AnnotateError(f"{source}: cannot decode the image: {err}") from err
+            raise UndecodableImage("downloaded frame", reason) from err
+        raise UndecodableImage(str(source), str(err)) from err
 
 
 def _to_tensor(image: PIL.Image.Image) -> torch.Tensor:
@@ -149,7 +157,7 @@ class ModelDetectionFunction:
     def _run(self, tensors: list[torch.Tensor]) -> list[Detections]:
         if hasattr(self.model, "eval"):
             self.model.eval()
-        max_size = getattr(getattr(self.model, "transform", None), "max_size", None)  # see pad_thin
+        max_size = detector_max_size(self.model)
         outputs = self.model([pad_thin(t, max_size).to(self.device) for t in tensors])
         results = []
         for tensor, output in zip(tensors, outputs):
@@ -170,8 +178,8 @@ class ModelDetectionFunction:
 
         Images are decoded ``batch_size`` at a time right before their batch runs, so a
         10 000-frame task never sits in memory at once. An image that does not decode stops the
-        run (an :class:`AnnotateError` naming it), unless ``undecodable`` is given: then its
-        position and the reason are appended there and it gets no detections."""
+        run (an :class:`UndecodableImage` naming it), unless ``undecodable`` is given: then its
+        position and the decoder's reason are appended there and it gets no detections."""
         threshold = self.threshold if threshold is None else threshold
         if total is None and hasattr(images, "__len__"):
             total = len(images)  # type: ignore[arg-type]
@@ -191,10 +199,10 @@ class ModelDetectionFunction:
                 results.append(NO_DETECTIONS)
                 try:
                     batch.append(_decode(source))
-                except AnnotateError as err:
+                except UndecodableImage as err:
                     if undecodable is None:
                         raise
-                    undecodable.append((position, str(err)))
+                    undecodable.append((position, err.reason))
                     bar.update(1)
                     continue
                 slots.append(position)

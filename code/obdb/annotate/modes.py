@@ -133,8 +133,7 @@ class TaskPredictions:
 
 
 def frames_note(undecodable: Sequence[tuple[int, str]]) -> str:
-    return skip_note([(f"frame {frame}", reason.split("cannot decode the image: ")[-1])
-                      for frame, reason in undecodable])
+    return skip_note([(f"frame {frame}", reason) for frame, reason in undecodable])
 
 
 def _predict_task(session: CvatSession, function: ModelDetectionFunction, task: TaskInfo,

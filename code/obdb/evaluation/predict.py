@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from obdb.dataset import DetectionDataset, make_loader
 from obdb.evaluation.coco import coco_metrics
-from obdb.image_cache import pad_thin
+from obdb.image_cache import detector_max_size, pad_thin
 from obdb.records import ClassMap, ImageRecord
 
 
@@ -41,7 +41,7 @@ def predict(
     was_training = model.training
     model.eval()
     results: list[dict[str, np.ndarray]] = []
-    max_size = getattr(getattr(model, "transform", None), "max_size", None)  # see pad_thin
+    max_size = detector_max_size(model)
     try:
         total = len(loader) if hasattr(loader, "__len__") else None
         for images, _targets in tqdm(loader, desc=desc, total=total, disable=not progress,

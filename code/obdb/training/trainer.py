@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from obdb.errors import UserError
-from obdb.image_cache import pad_thin
+from obdb.image_cache import detector_max_size, pad_thin
 
 from .distributed import unwrap
 from .optim import set_lr, warmup_factor
@@ -224,7 +224,7 @@ class Trainer:
         set_lr(self.optimizer, self.scheduler, warmup)
         # An image thinner than 1:max_size would be resized to 0 px by the detector (images served
         # from the image cache are resized already and pass unchanged): pad it, boxes stay put.
-        max_size = getattr(getattr(unwrap(self.model), "transform", None), "max_size", None)
+        max_size = detector_max_size(unwrap(self.model))
         images = [pad_thin(img, max_size).to(self.device, non_blocking=True) for img in images]
         targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
         with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
